@@ -1,0 +1,106 @@
+"""Provider metadata read by Airflow's ProvidersManager (entry point ``apache_airflow_provider``).
+
+The connection form is declared here (``conn-fields`` / ``ui-field-behaviour``) because Airflow 3.3's
+React UI reads it without importing the hook; ``AttentiveHook.get_ui_field_behaviour`` mirrors it for
+older 3.x UIs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_attentive import __version__
+
+DEFAULT_BASE_URL = "https://api.attentivemobile.com"
+
+
+def _number_field(label: str, description: str, *, integer: bool = False, minimum: float = 0) -> dict[str, Any]:
+    return {
+        "label": label,
+        "description": description,
+        "schema": {"type": ["integer" if integer else "number", "null"], "minimum": minimum},
+    }
+
+
+CONN_FIELDS: dict[str, dict[str, Any]] = {
+    "rate_limit_attributes": _number_field(
+        "Attributes requests/s", "Override the 150 requests/s limit for POST /v1/attributes/custom."
+    ),
+    "rate_limit_events": _number_field(
+        "Events requests/s", "Override the 150 requests/s limit for POST /v1/events/custom."
+    ),
+    "rate_limit_subscribe": _number_field(
+        "Subscribe requests/s", "Override the 10 requests/s limit for POST /v1/subscriptions."
+    ),
+    "rate_limit_unsubscribe": _number_field(
+        "Unsubscribe requests/s", "Override the 5 requests/s limit for POST /v1/subscriptions/unsubscribe."
+    ),
+    "rate_limit_identity": _number_field(
+        "Identity requests/s", "Override the 10 requests/s limit for the identity-resolution endpoint."
+    ),
+    "rate_limit_default": _number_field(
+        "Other endpoints requests/s", "Override the 150 requests/s limit used for every other endpoint."
+    ),
+    "timeout": _number_field("Request timeout (s)", "Seconds to wait for each HTTP request. Default 30."),
+    "max_attempts": _number_field(
+        "Max attempts",
+        "Attempts per request for 5xx, 408 and network errors (429 waits do not count). Default 6.",
+        integer=True,
+        minimum=1,
+    ),
+    "max_concurrency": _number_field(
+        "Max concurrent requests", "Requests in flight at once per task. Default 64.", integer=True, minimum=1
+    ),
+}
+
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["port", "login", "schema"],
+    "relabeling": {"password": "API key", "host": "Base URL"},
+    "placeholders": {
+        "host": DEFAULT_BASE_URL,
+        "password": "Attentive private-app API key",
+        "description": "Attentive API connection",
+    },
+}
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Return the provider description Airflow validates against ``provider_info.schema.json``."""
+    return {
+        "package-name": "airflow-provider-attentive",
+        "name": "Attentive",
+        "description": "Sync warehouse rows to Attentive custom attributes, custom events and subscriptions.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Attentive",
+                "external-doc-url": "https://docs.attentive.com/",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "Attentive",
+                "python-modules": ["airflow_provider_attentive.hooks.attentive"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "Attentive",
+                "python-modules": [
+                    "airflow_provider_attentive.operators.attributes",
+                    "airflow_provider_attentive.operators.events",
+                    "airflow_provider_attentive.operators.subscriptions",
+                ],
+            }
+        ],
+        "connection-types": [
+            {
+                "connection-type": "attentive",
+                "hook-class-name": "airflow_provider_attentive.hooks.attentive.AttentiveHook",
+                "hook-name": "Attentive",
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
+                "conn-fields": CONN_FIELDS,
+            }
+        ],
+    }

@@ -1,0 +1,31 @@
+"""Errors raised by the sync engine. None of them carries an API key or a phone number in clear."""
+
+from __future__ import annotations
+
+
+class SyncError(Exception):
+    """Base class for every error the sync engine raises on purpose."""
+
+
+class SyncConfigError(SyncError):
+    """The sync is configured wrongly; raised before anything is sent to Attentive."""
+
+
+class SourceDataError(SyncError):
+    """The source rows break a rule that must hold for the whole model (e.g. duplicate or NULL keys)."""
+
+
+class SyncAborted(SyncError):
+    """A safety guard stopped the run before it sent anything dangerous (empty mirror, too many removals)."""
+
+
+class SyncLockedError(SyncError):
+    """Another run of the same sync holds the lock in the state store."""
+
+
+class TooManyFailures(SyncError):
+    """More rows failed or were invalid than ``max_failed_ratio`` allows; everything was recorded first."""
+
+    def __init__(self, message: str, summary: dict) -> None:
+        super().__init__(message)
+        self.summary = summary

@@ -1,0 +1,580 @@
+"""The three Attentive object types: how a source row maps to a request body, and what counts as a change.
+
+Each object type turns a row into:
+
+* a primary key and a *row hash* (cheap: no phone parsing), which the engine compares with the state table
+  to find unchanged rows without any validation work; the hash covers the mapped values and the sync's
+  configuration, so changing the mapping or the region re-sends everything once;
+* on demand, a validated, normalised request body (:meth:`ObjectType.prepare`), or the reason it is invalid.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_provider_attentive.sync.errors import SyncConfigError
+from airflow_provider_attentive.sync.values import (
+    InvalidValue,
+    canonical,
+    dumps,
+    json_value,
+    normalize_email,
+    normalize_identifier,
+    normalize_phone,
+    scalar,
+    sensitive_name,
+    sensitive_value,
+)
+
+IDENTIFIER_FIELDS = ("phone", "email", "client_user_id")
+ATTRIBUTE_NAME_MAX = 200
+STALE_AFTER = dt.timedelta(hours=12)
+# Attentive's REST docs forbid these in event types and property keys; the GraphQL docs add ' and , for keys,
+# so we refuse the union: a key Attentive might reject is cheaper to fix here than to find in a journey.
+_TYPE_FORBIDDEN = set("\"'(){}[]\\|,")
+_PROPERTY_KEY_FORBIDDEN = set("\"'{}[]\\|,")
+_EVENT_NAMESPACE = uuid.UUID("0c4d7a5e-0b47-4a2b-9a35-6c6f2f0e8a11")
+
+
+@dataclass
+class Prepared:
+    """A row ready to send."""
+
+    payload: dict[str, Any]
+    identity: dict[str, str] = field(default_factory=dict)
+    stale: bool = False
+    names: dict[str, str] = field(default_factory=dict)  # subscriber first/last name, sent as attributes
+    note: str | None = None  # a non-fatal problem (e.g. an invalid email dropped)
+
+
+@dataclass
+class Invalid:
+    """A row that must not be sent, and why (never containing the phone or email in clear)."""
+
+    reason: str
+    sensitive: bool = False
+
+
+def _match_column(columns: Sequence[str], wanted: str) -> str | None:
+    """Exact match first, then case-insensitive: Snowflake and Oracle return upper-case column names."""
+    if wanted in columns:
+        return wanted
+    lowered = [c for c in columns if c.lower() == wanted.lower()]
+    return lowered[0] if len(lowered) == 1 else None
+
+
+def key_text(value: Any) -> str:
+    """The primary key as text, identical across runs and drivers (1, 1.0 and Decimal('1') agree)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if hasattr(value, "is_finite") and hasattr(value, "to_integral_value"):  # Decimal
+        if value.is_finite() and value == value.to_integral_value():
+            return str(int(value))
+        return str(value.normalize())
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).hex()
+    return str(value)
+
+
+class ObjectType:
+    """Base class: column resolution, the primary key and the row hash."""
+
+    object_type: str = ""
+    endpoint: str = ""
+
+    def __init__(
+        self,
+        *,
+        primary_key: str,
+        mapping: Mapping[str, str] | None,
+        default_region: str | None,
+        allow_sensitive: Sequence[str] = (),
+    ) -> None:
+        if not primary_key or not isinstance(primary_key, str):
+            raise SyncConfigError("primary_key must name one column of the query")
+        if mapping is not None and not isinstance(mapping, Mapping):
+            raise SyncConfigError("mapping must be a dict of {source_column: destination_field}")
+        if default_region is not None and (not isinstance(default_region, str) or len(default_region) != 2):
+            raise SyncConfigError(f"default_region must be a two-letter region such as 'US', got {default_region!r}")
+        self.primary_key = primary_key
+        self.mapping = dict(mapping) if mapping is not None else None
+        self.default_region = default_region.upper() if default_region else None
+        self.allow_sensitive = {c.lower() for c in allow_sensitive}
+        self.columns: list[str] = []
+        self.pk_index = -1
+        # (column index, destination field) pairs, in a stable order, resolved by configure()
+        self.fields: list[tuple[int, str]] = []
+        self._fingerprint = ""
+
+    # -- configuration ------------------------------------------------------------------------------------
+
+    def configure(self, columns: Sequence[str]) -> None:
+        """Resolve the mapping against the query's columns; raise :class:`SyncConfigError` on any problem."""
+        self.columns = list(columns)
+        pk = _match_column(self.columns, self.primary_key)
+        if pk is None:
+            raise SyncConfigError(
+                f"primary_key {self.primary_key!r} is not a column of the query; columns are {self.columns}"
+            )
+        self.pk_index = self.columns.index(pk)
+        if self.mapping is None:
+            pairs = self.default_mapping(pk)
+        else:
+            pairs = []
+            for source, dest in self.mapping.items():
+                col = _match_column(self.columns, source)
+                if col is None:
+                    raise SyncConfigError(
+                        f"mapping refers to column {source!r}, which the query does not return; "
+                        f"columns are {self.columns}"
+                    )
+                if not isinstance(dest, str) or not dest.strip():
+                    raise SyncConfigError(f"mapping for column {source!r} must name a destination field")
+                pairs.append((col, dest))
+        destinations = [d for _, d in pairs]
+        dupes = sorted({d for d in destinations if destinations.count(d) > 1})
+        if dupes:
+            raise SyncConfigError(f"several columns map to the same destination field: {dupes}")
+        for col, dest in pairs:
+            self.check_destination(col, dest)
+        self.fields = [(self.columns.index(col), dest) for col, dest in pairs]
+        self.check_fields()
+        self._fingerprint = dumps([self.object_type, self.fingerprint_extra(), self.default_region, destinations])
+
+    def default_mapping(self, pk_column: str) -> list[tuple[str, str]]:
+        raise NotImplementedError
+
+    def check_destination(self, column: str, dest: str) -> None:
+        """Validate one mapped destination field (overridden per object type)."""
+
+    def check_fields(self) -> None:
+        """Validate the mapping as a whole (overridden per object type)."""
+
+    def fingerprint_extra(self) -> Any:
+        return None
+
+    def check_sensitive_name(self, column: str, dest: str) -> None:
+        for name in (column, dest):
+            if sensitive_name(name) and column.lower() not in self.allow_sensitive:
+                raise SyncConfigError(
+                    f"column {column!r} (-> {dest!r}) looks like sensitive data (SSN, payment card or health "
+                    "information), which Attentive's terms prohibit. If it is not, allow it explicitly with "
+                    f"allow_sensitive_columns=[{column!r}]."
+                )
+
+    # -- per row ---------------------------------------------------------------------------------------------
+
+    def key_of(self, row: Sequence[Any]) -> str | None:
+        value = row[self.pk_index]
+        return None if value is None else key_text(value)
+
+    def row_hash(self, row: Sequence[Any]) -> str:
+        body = dumps([self._fingerprint, [canonical(row[i]) for i, _ in self.fields]])
+        return hashlib.blake2b(body.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+    def prepare(self, row: Sequence[Any], key: str) -> Prepared | Invalid:
+        raise NotImplementedError
+
+    def _sensitive(self, column_index: int, value: Any) -> Invalid | None:
+        kind = sensitive_value(value)
+        if kind and self.columns[column_index].lower() not in self.allow_sensitive:
+            return Invalid(
+                f"column {self.columns[column_index]!r} holds what looks like a {kind}, which Attentive's terms "
+                "prohibit; not sent",
+                sensitive=True,
+            )
+        return None
+
+    def _user(self, row: Sequence[Any]) -> tuple[dict[str, Any], str | None] | Invalid:
+        """Build Attentive's ``user`` object from the identifier fields: phone, email, clientUserId."""
+        user: dict[str, Any] = {}
+        note = None
+        email_problem = None
+        for i, dest in self.fields:
+            value = row[i]
+            if value is None:
+                continue
+            try:
+                if dest == "phone":
+                    user["phone"] = normalize_phone(value, self.default_region)
+                elif dest == "email":
+                    try:
+                        user["email"] = normalize_email(value)
+                    except InvalidValue as exc:
+                        email_problem = str(exc)
+                elif dest == "client_user_id":
+                    user.setdefault("externalIdentifiers", {})["clientUserId"] = normalize_identifier(
+                        value, "client_user_id"
+                    )
+            except InvalidValue as exc:
+                return Invalid(str(exc))
+        if email_problem:
+            if "phone" not in user:
+                return Invalid(email_problem + " and the row has no phone")
+            note = email_problem + "; sent without it"
+        if not user:
+            return Invalid("no identifier: phone, email and client_user_id are all empty")
+        return user, note
+
+
+class AttributesType(ObjectType):
+    """Custom attributes (Upsert): one ``POST /v1/attributes/custom`` per row."""
+
+    object_type = "attributes"
+    endpoint = "attributes"
+
+    def default_mapping(self, pk_column: str) -> list[tuple[str, str]]:
+        pairs = []
+        for col in self.columns:
+            if col.lower() in IDENTIFIER_FIELDS:
+                pairs.append((col, col.lower()))
+            elif col != pk_column:
+                pairs.append((col, col))
+        return pairs
+
+    def check_destination(self, column: str, dest: str) -> None:
+        if dest in IDENTIFIER_FIELDS:
+            return
+        if len(dest) > ATTRIBUTE_NAME_MAX:
+            raise SyncConfigError(
+                f"attribute name {dest[:40]!r}... is {len(dest)} characters; Attentive allows at most "
+                f"{ATTRIBUTE_NAME_MAX}"
+            )
+        self.check_sensitive_name(column, dest)
+
+    def check_fields(self) -> None:
+        dests = {d for _, d in self.fields}
+        if not dests & set(IDENTIFIER_FIELDS):
+            raise SyncConfigError("map at least one identifier column to phone, email or client_user_id")
+        if not dests - set(IDENTIFIER_FIELDS):
+            raise SyncConfigError("no attribute columns are mapped; there is nothing to sync")
+
+    def prepare(self, row: Sequence[Any], key: str) -> Prepared | Invalid:
+        user = self._user(row)
+        if isinstance(user, Invalid):
+            return user
+        user_obj, note = user
+        properties: dict[str, Any] = {}
+        for i, dest in self.fields:
+            if dest in IDENTIFIER_FIELDS:
+                continue
+            value = row[i]
+            if value is None:
+                continue  # NULL means "no value": never sent as null or ""
+            bad = self._sensitive(i, value)
+            if bad:
+                return bad
+            try:
+                properties[dest] = scalar(value, dest)
+            except InvalidValue as exc:
+                return Invalid(str(exc))
+        if not properties:
+            return Invalid("every attribute is NULL; nothing to send")
+        return Prepared(payload={"properties": properties, "user": user_obj}, note=note)
+
+
+class EventsType(ObjectType):
+    """Custom events (Insert): one ``POST /v1/events/custom`` per primary key, ever."""
+
+    object_type = "events"
+    endpoint = "events"
+
+    def __init__(
+        self,
+        *,
+        sync_id: str,
+        event_type: str | None,
+        skip_stale: bool = False,
+        now: dt.datetime | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if event_type is not None:
+            _check_event_type(event_type, config=True)
+        self.sync_id = sync_id
+        self.event_type = event_type
+        self.skip_stale = skip_stale
+        self.now = now or dt.datetime.now(dt.timezone.utc)
+
+    def fingerprint_extra(self) -> Any:
+        return self.event_type
+
+    def default_mapping(self, pk_column: str) -> list[tuple[str, str]]:
+        pairs = []
+        for col in self.columns:
+            low = col.lower()
+            if low in IDENTIFIER_FIELDS:
+                pairs.append((col, low))
+            elif low == "type":
+                pairs.append((col, "type"))
+            elif low in ("timestamp", "occurred_at", "occurredat"):
+                pairs.append((col, "timestamp"))
+            elif low == "properties":
+                pairs.append((col, "properties"))
+            elif col != pk_column:
+                pairs.append((col, f"properties.{col}"))
+        return pairs
+
+    def check_destination(self, column: str, dest: str) -> None:
+        if dest in (*IDENTIFIER_FIELDS, "type", "timestamp", "properties"):
+            if dest == "properties":
+                self.check_sensitive_name(column, dest)
+            return
+        if dest.startswith("properties."):
+            prop = dest[len("properties.") :]
+            if not prop:
+                raise SyncConfigError(f"mapping for column {column!r} names an empty property key")
+            bad = _PROPERTY_KEY_FORBIDDEN & set(prop)
+            if bad:
+                raise SyncConfigError(
+                    f"event property key {prop!r} contains {''.join(sorted(bad))!r}, which Attentive forbids"
+                )
+            self.check_sensitive_name(column, prop)
+            return
+        raise SyncConfigError(
+            f"column {column!r} maps to {dest!r}, which is not an event field; use phone, email, "
+            "client_user_id, type, timestamp, properties or properties.<key>"
+        )
+
+    def check_fields(self) -> None:
+        dests = {d for _, d in self.fields}
+        if not dests & set(IDENTIFIER_FIELDS):
+            raise SyncConfigError("map at least one identifier column to phone, email or client_user_id")
+        if "type" in dests and self.event_type is not None:
+            raise SyncConfigError("give the event type either as event_type or as a column mapped to 'type', not both")
+        if "type" not in dests and self.event_type is None:
+            raise SyncConfigError("events need a type: pass event_type='Order Shipped' or map a column to 'type'")
+
+    def external_event_id(self, key: str) -> str:
+        """Deterministic per (sync, key): a resend is recognisably the same event."""
+        return str(uuid.uuid5(_EVENT_NAMESPACE, f"{self.sync_id}\x1f{key}"))
+
+    def prepare(self, row: Sequence[Any], key: str) -> Prepared | Invalid:
+        user = self._user(row)
+        if isinstance(user, Invalid):
+            return user
+        user_obj, note = user
+        event_type = self.event_type
+        occurred: dt.datetime | None = None
+        properties: dict[str, Any] = {}
+        singles: dict[str, Any] = {}
+        for i, dest in self.fields:
+            value = row[i]
+            if dest == "type":
+                if value is None or (isinstance(value, str) and not value.strip()):
+                    return Invalid("event type is missing")
+                try:
+                    event_type = _check_event_type(str(value))
+                except InvalidValue as exc:
+                    return Invalid(str(exc))
+            elif dest == "timestamp":
+                if value is None:
+                    continue
+                try:
+                    occurred = parse_timestamp(value)
+                except InvalidValue as exc:
+                    return Invalid(str(exc))
+            elif dest == "properties":
+                if value is None:
+                    continue
+                try:
+                    obj = json.loads(value) if isinstance(value, str | bytes) else value
+                except ValueError:
+                    return Invalid(f"column {self.columns[i]!r} is not valid JSON")
+                if not isinstance(obj, Mapping):
+                    return Invalid(f"column {self.columns[i]!r} must hold a JSON object of properties")
+                try:
+                    properties.update(json_value(obj, "properties"))
+                except InvalidValue as exc:
+                    return Invalid(str(exc))
+            elif dest.startswith("properties."):
+                if value is None:
+                    continue
+                bad = self._sensitive(i, value)
+                if bad:
+                    return bad
+                name = dest[len("properties.") :]
+                try:
+                    singles[name] = json_value(value, name)
+                except InvalidValue as exc:
+                    return Invalid(str(exc))
+        properties.update(singles)
+        for prop in properties:
+            bad_chars = _PROPERTY_KEY_FORBIDDEN & set(prop)
+            if bad_chars or not prop:
+                return Invalid(f"property key {prop[:60]!r} is empty or contains characters Attentive forbids")
+        if event_type is None:  # pragma: no cover - check_fields guarantees a source of type
+            return Invalid("event type is missing")
+        payload: dict[str, Any] = {
+            "type": event_type,
+            "user": user_obj,
+            "externalEventId": self.external_event_id(key),
+        }
+        if properties:
+            payload["properties"] = properties
+        stale = False
+        if occurred is not None:
+            payload["occurredAt"] = rfc3339(occurred)
+            stale = occurred < self.now - STALE_AFTER
+        try:
+            dumps(payload)
+        except ValueError:
+            return Invalid("a property value is not representable in JSON (NaN or infinity)")
+        return Prepared(payload=payload, stale=stale, note=note)
+
+
+def _check_event_type(value: str, *, config: bool = False) -> str:
+    problem = None
+    if not value.strip():
+        problem = "event type is empty"
+    elif _TYPE_FORBIDDEN & set(value):
+        bad = "".join(sorted(_TYPE_FORBIDDEN & set(value)))
+        problem = f"event type {value[:60]!r} contains {bad!r}, which Attentive forbids"
+    elif len(value) > 255:
+        problem = "event type is longer than 255 characters"
+    if problem:
+        if config:
+            raise SyncConfigError(problem)
+        raise InvalidValue(problem)
+    return value
+
+
+def parse_timestamp(value: Any) -> dt.datetime:
+    """Datetimes, dates, ISO 8601 text and epoch seconds/milliseconds; naive values are UTC."""
+    if isinstance(value, dt.datetime):
+        result = value
+    elif isinstance(value, dt.date):
+        result = dt.datetime(value.year, value.month, value.day)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+        if seconds != seconds or seconds in (float("inf"), float("-inf")):
+            raise InvalidValue("timestamp is not a finite number")
+        if abs(seconds) > 1e11:  # milliseconds since the epoch
+            seconds /= 1000.0
+        try:
+            result = dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            raise InvalidValue("timestamp is out of range") from None
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            result = dt.datetime.fromisoformat(text.replace(" ", "T", 1) if "T" not in text else text)
+        except ValueError:
+            raise InvalidValue(f"timestamp {text[:40]!r} is not ISO 8601") from None
+    else:
+        raise InvalidValue(f"timestamp has unsupported type {type(value).__name__}")
+    if result.tzinfo is None:
+        result = result.replace(tzinfo=dt.timezone.utc)
+    return result
+
+
+def rfc3339(moment: dt.datetime) -> str:
+    """RFC 3339 with an explicit UTC offset, as Attentive requires for ``occurredAt``."""
+    text = moment.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+_LOCALE = re.compile(r"^([a-z]{2})[-_]([A-Z]{2})$")
+
+
+class SubscriptionsType(ObjectType):
+    """Subscribers (Add / Remove / Mirror): ``POST /v1/subscriptions`` and ``.../unsubscribe``."""
+
+    object_type = "subscriptions"
+    endpoint = "subscribe"
+
+    def __init__(
+        self,
+        *,
+        sign_up_source_id: str | None,
+        locale: str | None,
+        subscription_type: str,
+        single_opt_in: bool,
+        notify_on_unsubscribe: bool,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if subscription_type not in ("MARKETING", "TRANSACTIONAL"):
+            raise SyncConfigError(f"subscription_type must be MARKETING or TRANSACTIONAL, got {subscription_type!r}")
+        if bool(sign_up_source_id) == bool(locale):
+            raise SyncConfigError(
+                "give exactly one of sign_up_source_id (from Attentive's Sign-up Units tab) or locale "
+                "(e.g. 'en-US', with subscription_type)"
+            )
+        self.locale: dict[str, str] | None = None
+        if locale:
+            m = _LOCALE.match(locale)
+            if not m:
+                raise SyncConfigError(f"locale must look like 'en-US', got {locale!r}")
+            self.locale = {"language": m.group(1), "country": m.group(2)}
+        self.sign_up_source_id = str(sign_up_source_id) if sign_up_source_id else None
+        self.subscription_type = subscription_type
+        self.single_opt_in = bool(single_opt_in)
+        self.notify_on_unsubscribe = bool(notify_on_unsubscribe)
+
+    def fingerprint_extra(self) -> Any:
+        return [self.sign_up_source_id, self.locale, self.subscription_type]
+
+    def default_mapping(self, pk_column: str) -> list[tuple[str, str]]:
+        known = ("phone", "email", "first_name", "last_name")
+        return [(col, col.lower()) for col in self.columns if col.lower() in known]
+
+    def check_destination(self, column: str, dest: str) -> None:
+        if dest not in ("phone", "email", "first_name", "last_name"):
+            raise SyncConfigError(
+                f"column {column!r} maps to {dest!r}; subscriptions take phone, email, first_name and last_name"
+            )
+
+    def check_fields(self) -> None:
+        if "phone" not in {d for _, d in self.fields}:
+            raise SyncConfigError("subscriptions need a phone column (mapped to 'phone')")
+
+    def prepare(self, row: Sequence[Any], key: str) -> Prepared | Invalid:
+        identity: dict[str, str] = {}
+        names: dict[str, str] = {}
+        note = None
+        for i, dest in self.fields:
+            value = row[i]
+            if dest == "phone":
+                try:
+                    identity["phone"] = normalize_phone(value, self.default_region)
+                except InvalidValue as exc:
+                    return Invalid(str(exc))
+            elif dest == "email" and value is not None:
+                try:
+                    identity["email"] = normalize_email(value)
+                except InvalidValue as exc:
+                    note = f"{exc}; subscribed by phone only"
+            elif dest in ("first_name", "last_name") and value is not None:
+                text = str(value).strip()
+                if text:
+                    names["firstName" if dest == "first_name" else "lastName"] = text[:255]
+        return Prepared(payload=self.subscribe_body(identity), identity=identity, names=names, note=note)
+
+    def subscribe_body(self, identity: Mapping[str, str]) -> dict[str, Any]:
+        body: dict[str, Any] = {"user": dict(identity)}
+        if self.sign_up_source_id:
+            body["signUpSourceId"] = self.sign_up_source_id
+        else:
+            body["locale"] = dict(self.locale or {})
+            body["subscriptionType"] = self.subscription_type
+        body["singleOptIn"] = self.single_opt_in
+        return body
+
+    def unsubscribe_body(self, identity: Mapping[str, str]) -> dict[str, Any]:
+        """Name the subscriptions (type and channel) instead of "all": we only undo what we did."""
+        subscriptions = [{"type": self.subscription_type, "channel": "TEXT"}]
+        if identity.get("email"):
+            subscriptions.append({"type": self.subscription_type, "channel": "EMAIL"})
+        return {
+            "user": dict(identity),
+            "subscriptions": subscriptions,
+            "notification": {"disabled": not self.notify_on_unsubscribe},
+        }

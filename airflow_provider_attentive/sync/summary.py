@@ -1,0 +1,115 @@
+"""The run summary: the operator's return value (XCom), and the table at the end of the task log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+OPS = ("added", "changed", "removed")
+MAX_ERRORS = 20
+
+
+def _ops() -> dict[str, int]:
+    return dict.fromkeys(OPS, 0)
+
+
+@dataclass
+class Summary:
+    """Counts for one run. ``planned`` rows are those that needed a request; each ends in ``succeeded``,
+    ``failed`` (``rejected`` ones included), ``in_doubt`` or ``remaining`` (budget reached)."""
+
+    sync_id: str
+    object_type: str
+    mode: str
+    dry_run: bool
+    run_id: str
+    rows_read: int = 0
+    invalid: int = 0
+    unchanged: int = 0
+    planned: dict[str, int] = field(default_factory=_ops)
+    succeeded: dict[str, int] = field(default_factory=_ops)
+    failed: dict[str, int] = field(default_factory=_ops)
+    rejected: int = 0
+    skipped_rejected: int = 0
+    in_doubt: int = 0
+    remaining: int = 0
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    duration_s: float = 0.0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    def error(self, key: str, reason: str, status: int | None = None) -> None:
+        if len(self.errors) < MAX_ERRORS:
+            item: dict[str, Any] = {"key": key, "reason": reason}
+            if status is not None:
+                item["http_status"] = status
+            self.errors.append(item)
+
+    def total(self, counts: dict[str, int]) -> int:
+        return sum(counts.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "sync_id": self.sync_id,
+            "object_type": self.object_type,
+            "mode": self.mode,
+            "dry_run": self.dry_run,
+            "run_id": self.run_id,
+            "rows_read": self.rows_read,
+            "invalid": self.invalid,
+            "unchanged": self.unchanged,
+            "planned": dict(self.planned),
+            "succeeded": dict(self.succeeded),
+            "failed": dict(self.failed),
+            "rejected": self.rejected,
+            "skipped_rejected": self.skipped_rejected,
+            "in_doubt": self.in_doubt,
+            "remaining": self.remaining,
+            "requests": self.requests,
+            "retries": self.retries,
+            "throttled": self.throttled,
+            "duration_s": round(self.duration_s, 3),
+            "errors": list(self.errors),
+        }
+        out.update(self.extra)
+        if self.dry_run:
+            out["samples"] = list(self.samples)
+        return out
+
+
+def render_table(summary: dict[str, Any]) -> str:
+    """A fixed-width table for the end of the task log, readable without opening XCom."""
+    planned, ok, bad = summary["planned"], summary["succeeded"], summary["failed"]
+    rows: list[tuple[str, str]] = [
+        (
+            "sync",
+            f"{summary['sync_id']} ({summary['object_type']}, {summary['mode']})"
+            + (" DRY RUN" if summary["dry_run"] else ""),
+        ),
+        ("read", str(summary["rows_read"])),
+        ("unchanged", str(summary["unchanged"])),
+    ]
+    for op in OPS:
+        rows.append((op, f"{ok[op]} ok / {bad[op]} failed / {planned[op]} planned"))
+    rows += [
+        ("invalid", str(summary["invalid"])),
+        ("rejected", str(summary["rejected"])),
+        ("in doubt", str(summary["in_doubt"])),
+        ("remaining", str(summary["remaining"])),
+    ]
+    for name in ("stale", "ignored_changes", "already_subscribed", "blocked_removals"):
+        if name in summary:
+            rows.append((name.replace("_", " "), str(summary[name])))
+    rows += [
+        ("requests", str(summary["requests"])),
+        ("retries", str(summary["retries"])),
+        ("throttled", str(summary["throttled"])),
+        ("duration", f"{summary['duration_s']:.1f}s"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    line = "+" + "-" * (width + 2) + "+" + "-" * (max(len(v) for _, v in rows) + 2) + "+"
+    body = [f"| {k.ljust(width)} | {v.ljust(len(line) - width - 7)} |" for k, v in rows]
+    return "\n".join([line, *body, line])
