@@ -1,0 +1,246 @@
+"""Airflow glue shared by the three operators: templating, connections, context, XCom, assets.
+
+The sync itself happens in :mod:`airflow_provider_attentive.sync`; this module only turns Airflow
+connections into DB-API connections and a transport, and engine errors into task failures.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack, closing
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.providers.common.sql.hooks.sql import DbApiHook
+from airflow.sdk import Asset, BaseHook, BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from airflow_provider_attentive.hooks.attentive import AttentiveHook
+from airflow_provider_attentive.sync.engine import SyncEngine, SyncOptions
+from airflow_provider_attentive.sync.errors import (
+    SourceDataError,
+    SyncAborted,
+    SyncConfigError,
+    SyncLockedError,
+    TooManyFailures,
+)
+from airflow_provider_attentive.sync.objects import ObjectType
+from airflow_provider_attentive.sync.source import SqlSource
+from airflow_provider_attentive.sync.state import StateStore
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class AttentiveSyncOperator(BaseOperator):
+    """Base class: read a SQL model through any Airflow SQL connection and sync it to Attentive.
+
+    :param sql: the model, one SELECT (templated; a path ending in ``.sql`` is read as a template file).
+    :param sql_conn_id: any connection whose hook is a ``DbApiHook`` (sqlite, postgres, snowflake, ...).
+    :param primary_key: a unique, non-null column of the model.
+    :param mapping: ``{source_column: destination_field}``; ``None`` maps columns by name.
+    :param attentive_conn_id: the ``attentive`` connection.
+    :param state_conn_id: where the sync state tables live; ``None`` = ``sql_conn_id``.
+    :param default_region: region for national phone formats (e.g. ``"US"``); ``None`` = E.164 only.
+    :param dry_run: classify and report, but send nothing and write nothing.
+    :param max_failed_ratio: fail the task when more than this share of rows is invalid, or of sends failed.
+    :param parameters: bind parameters for ``sql``.
+    :param sql_hook_params: extra keyword arguments for the SQL hook.
+    :param sync_id: name of the sync's state; defaults to ``<dag_id>.<task_id>``.
+    :param state_table_prefix: prefix of the state tables (``attentive_`` -> ``attentive_sync_state``...).
+    :param state_schema: schema of the state tables.
+    :param allow_sensitive_columns: columns that look like SSNs, card numbers or health data but are not.
+    :param resend_in_doubt: send again rows an interrupted run may or may not have delivered.
+    :param max_rows_per_run: stop sending after this many requests; the rest goes out next run.
+    :param max_runtime: stop sending after this long (seconds or timedelta); the rest goes out next run.
+    :param lock_wait: how long to wait (seconds) for another run of the same sync before failing.
+    :param check_primary_key: check NULL/duplicate keys in the warehouse before sending (recommended).
+    :param chunk_size: rows fetched per ``fetchmany``.
+    :param batch_size: rows per write-ahead batch: bounds how many rows can be in doubt after a crash.
+    :param emit_asset: add an outlet ``Asset("attentive://<object>/<sync_id>")`` whose event carries the counts.
+    :param log_retention_days: delete this sync's row-log entries older than this; ``None`` keeps them.
+    """
+
+    object_type: ClassVar[str] = ""
+    mode_default: ClassVar[str] = ""
+    template_fields: Sequence[str] = ("sql", "parameters", "sync_id", "mapping")
+    template_ext: Sequence[str] = (".sql", ".jinja", ".j2")
+    template_fields_renderers: ClassVar[dict[str, str]] = {"sql": "sql", "parameters": "json", "mapping": "json"}
+    ui_color = "#ffd8c2"
+
+    def __init__(
+        self,
+        *,
+        sql: str,
+        sql_conn_id: str,
+        primary_key: str,
+        mapping: Mapping[str, str] | None = None,
+        attentive_conn_id: str = AttentiveHook.default_conn_name,
+        state_conn_id: str | None = None,
+        default_region: str | None = None,
+        dry_run: bool = False,
+        max_failed_ratio: float = 0.1,
+        parameters: Sequence[Any] | Mapping[str, Any] | None = None,
+        sql_hook_params: Mapping[str, Any] | None = None,
+        sync_id: str | None = None,
+        state_table_prefix: str = "attentive_",
+        state_schema: str | None = None,
+        allow_sensitive_columns: Sequence[str] = (),
+        resend_in_doubt: bool = False,
+        max_rows_per_run: int | None = None,
+        max_runtime: float | dt.timedelta | None = None,
+        lock_wait: float = 60.0,
+        check_primary_key: bool = True,
+        chunk_size: int = 1000,
+        batch_size: int = 100,
+        emit_asset: bool = False,
+        log_retention_days: int | None = 30,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.sql = sql
+        self.sql_conn_id = sql_conn_id
+        self.primary_key = primary_key
+        self.mapping = dict(mapping) if mapping is not None else None
+        self.attentive_conn_id = attentive_conn_id
+        self.state_conn_id = state_conn_id
+        self.default_region = default_region
+        self.dry_run = dry_run
+        self.max_failed_ratio = max_failed_ratio
+        self.parameters = parameters
+        self.sql_hook_params = dict(sql_hook_params or {})
+        self.sync_id = sync_id or f"{self.dag_id}.{self.task_id}"
+        self.state_table_prefix = state_table_prefix
+        self.state_schema = state_schema
+        self.allow_sensitive_columns = list(allow_sensitive_columns)
+        self.resend_in_doubt = resend_in_doubt
+        self.max_rows_per_run = max_rows_per_run
+        self.max_runtime = max_runtime.total_seconds() if isinstance(max_runtime, dt.timedelta) else max_runtime
+        self.lock_wait = lock_wait
+        self.check_primary_key = check_primary_key
+        self.chunk_size = chunk_size
+        self.batch_size = batch_size
+        self.log_retention_days = log_retention_days
+        self.emit_asset = emit_asset
+        if emit_asset:
+            self.outlets = [*self.outlets, self.asset]
+
+    @property
+    def asset(self) -> Asset:
+        """The asset a completed sync updates: ``attentive://<object>/<sync_id>``."""
+        return Asset(
+            name=f"attentive_{self.object_type}_{self.sync_id}", uri=f"attentive://{self.object_type}/{self.sync_id}"
+        )
+
+    # -- hooks for subclasses --------------------------------------------------------------------------------
+
+    def build_object(self) -> ObjectType:
+        """Return the configured object type (attributes, events or subscriptions)."""
+        raise NotImplementedError
+
+    def sync_options(self) -> dict[str, Any]:
+        """Extra :class:`SyncOptions` fields for this operator."""
+        return {}
+
+    # -- execution -------------------------------------------------------------------------------------------
+
+    def _db_hook(self, conn_id: str) -> DbApiHook:
+        hook = BaseHook.get_connection(conn_id).get_hook(hook_params=self.sql_hook_params or None)
+        if not isinstance(hook, DbApiHook):
+            raise AirflowFailException(
+                f"connection {conn_id!r} has hook {type(hook).__name__}, which is not a SQL (DbApiHook) connection"
+            )
+        return hook
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        ti = context.get("ti")
+        run_id = str(context.get("run_id") or getattr(context.get("dag_run"), "run_id", "manual"))
+        try_number = getattr(ti, "try_number", None)
+        engine_run_id = f"{run_id}#{try_number}" if try_number else run_id
+        source_hook = self._db_hook(self.sql_conn_id)
+        state_id = self.state_conn_id or self.sql_conn_id
+        state_hook = source_hook if state_id == self.sql_conn_id else self._db_hook(state_id)
+        try:
+            obj = self.build_object()
+            options = SyncOptions(
+                sync_id=self.sync_id,
+                run_id=engine_run_id,
+                mode=self.mode_default,
+                dry_run=self.dry_run,
+                max_failed_ratio=self.max_failed_ratio,
+                chunk_size=self.chunk_size,
+                batch_size=self.batch_size,
+                resend_in_doubt=self.resend_in_doubt,
+                max_rows_per_run=self.max_rows_per_run,
+                max_runtime_s=self.max_runtime,
+                lock_wait_s=self.lock_wait,
+                check_primary_key=self.check_primary_key,
+                log_retention_days=self.log_retention_days,
+                **self.sync_options(),
+            )
+        except SyncConfigError as exc:
+            raise AirflowFailException(f"Attentive sync {self.sync_id!r} is misconfigured: {exc}") from None
+        attentive = AttentiveHook(attentive_conn_id=self.attentive_conn_id)
+        with ExitStack() as stack:
+            source_conn = stack.enter_context(closing(source_hook.get_conn()))
+            if state_hook is source_hook and _single_connection(source_hook):
+                # SQLite: a second connection to the same file would deadlock against the open read cursor.
+                state_conn = source_conn
+            else:
+                state_conn = stack.enter_context(closing(state_hook.get_conn()))
+            stack.callback(attentive.close)
+            engine = SyncEngine(
+                obj,
+                options,
+                source=SqlSource(
+                    source_conn,
+                    self.sql,
+                    self.parameters,  # type: ignore[arg-type]
+                    chunk_size=self.chunk_size,
+                    convert=_converter(source_hook),
+                ),
+                state=StateStore(
+                    state_conn,
+                    placeholder=state_hook.placeholder,
+                    table_prefix=self.state_table_prefix,
+                    schema=self.state_schema,
+                ),
+                sender=attentive.get_conn(),
+                log=self.log,  # type: ignore[arg-type]
+            )
+            try:
+                summary = engine.run()
+            except TooManyFailures as exc:
+                self._publish(context, exc.summary)
+                raise AirflowException(str(exc)) from None
+            except (SyncConfigError, SourceDataError, SyncAborted) as exc:
+                # A retry cannot fix configuration, bad keys or a tripped guard: fail without retrying.
+                raise AirflowFailException(f"Attentive sync {self.sync_id!r} stopped: {exc}") from None
+            except SyncLockedError as exc:
+                raise AirflowException(str(exc)) from None
+        self._publish(context, summary)
+        return summary
+
+    def _publish(self, context: Context, summary: dict[str, Any]) -> None:
+        """Make the counts visible: the ``summary`` XCom (also on failure) and the asset event's extra."""
+        ti = context.get("ti")
+        if ti is not None and hasattr(ti, "xcom_push"):
+            ti.xcom_push(key="summary", value=summary)
+        if self.emit_asset and not summary.get("dry_run"):
+            outlet_events = context.get("outlet_events")
+            if outlet_events is not None:
+                counts = {
+                    k: summary[k] for k in ("rows_read", "invalid", "unchanged", "planned", "succeeded", "failed")
+                }
+                outlet_events[self.asset].extra = {"sync_id": self.sync_id, "run_id": summary["run_id"], **counts}
+
+
+def _single_connection(hook: DbApiHook) -> bool:
+    return getattr(hook, "conn_type", None) == "sqlite" or type(hook).__name__ == "SqliteHook"
+
+
+def _converter(hook: DbApiHook) -> Any:
+    """Only drivers whose rows are not plain tuples override this; skip the call for everyone else."""
+    if type(hook)._make_common_data_structure is DbApiHook._make_common_data_structure:
+        return None
+    return hook._make_common_data_structure

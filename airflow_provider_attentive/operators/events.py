@@ -1,0 +1,41 @@
+"""AttentiveEventsOperator: one custom event per primary key, sent once, ever."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_attentive.operators.base import AttentiveSyncOperator
+from airflow_provider_attentive.sync.objects import EventsType, ObjectType
+
+
+class AttentiveEventsOperator(AttentiveSyncOperator):
+    """Send custom events (Insert) that trigger Attentive journeys and feed segments.
+
+    A primary key already delivered is never sent again: across reruns, retries, cleared tasks and
+    overlapping backfills. Each event carries an ``externalEventId`` derived from the sync id and the key,
+    so a resend is recognisably the same event. Events older than 12 hours are sent (they feed segments)
+    but counted as ``stale`` because they will not trigger journeys; ``skip_stale=True`` drops them.
+
+    :param event_type: a static event type (case-sensitive); or map a column to ``type``.
+    :param skip_stale: do not send events whose timestamp is older than 12 hours.
+    """
+
+    object_type = "events"
+    mode_default = "insert"
+    template_fields = (*AttentiveSyncOperator.template_fields, "event_type")
+
+    def __init__(self, *, event_type: str | None = None, skip_stale: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.event_type = event_type
+        self.skip_stale = skip_stale
+
+    def build_object(self) -> ObjectType:
+        return EventsType(
+            sync_id=self.sync_id,
+            event_type=self.event_type,
+            skip_stale=self.skip_stale,
+            primary_key=self.primary_key,
+            mapping=self.mapping,
+            default_region=self.default_region,
+            allow_sensitive=self.allow_sensitive_columns,
+        )
