@@ -44,6 +44,7 @@ from airflow_provider_attentive.sync.state import Intent, Outcome, StateRow, Sta
 from airflow_provider_attentive.sync.summary import Summary, render_table
 from airflow_provider_attentive.sync.values import mask_key, mask_payload
 
+DRY_RUN_KEYS = 1000  # keys listed per operation in a dry-run summary (counts are always exact)
 MODES = {"attributes": ("upsert",), "events": ("insert",), "subscriptions": ("add", "remove", "mirror")}
 
 
@@ -59,7 +60,7 @@ class SyncOptions:
 
     sync_id: str
     run_id: str = ""
-    mode: str = "upsert"
+    mode: str = ""  # empty: the object type's only/first mode (upsert, insert, add)
     dry_run: bool = False
     max_failed_ratio: float = 0.1
     chunk_size: int = 1000
@@ -128,6 +129,8 @@ class SyncEngine:
         log: logging.Logger | None = None,
         stats: Any = None,
     ) -> None:
+        if not options.mode:
+            options.mode = MODES[obj.object_type][0]
         if options.mode not in MODES[obj.object_type]:
             raise SyncConfigError(
                 f"mode {options.mode!r} is not valid for {obj.object_type}; use one of {MODES[obj.object_type]}"
@@ -285,9 +288,12 @@ class SyncEngine:
                 if self._budget_reached():
                     self.summary.remaining += 1
                     continue
+                body = prepared.payload
+                if op == "removed" and isinstance(self.obj, SubscriptionsType):
+                    body = self.obj.unsubscribe_body(prepared.identity)
                 item = _Pending(key, op, attempt_hash, prepared)
-                batch.append((item, Request(key=key, body=prepared.payload)))
-                self._sample(prepared.payload)
+                batch.append((item, Request(key=key, body=body)))
+                self._sample(body, key, op)
             if first_chunk and sensitive:
                 raise SyncConfigError(
                     "the first rows hold values that look like sensitive data Attentive's terms prohibit; nothing "
@@ -584,7 +590,7 @@ class SyncEngine:
                         self.summary.remaining += 1
                         continue
                     body = obj.unsubscribe_body(identity)
-                    self._sample(body)
+                    self._sample(body, key, "removed")
                     batch.append((_Pending(key, "removed", st.attempt_hash or "", None), Request(key=key, body=body)))
                 if not self.opt.dry_run:
                     self.state.write_intents(
@@ -645,9 +651,15 @@ class SyncEngine:
             )
         return self._budget_hit
 
-    def _sample(self, payload: dict[str, Any]) -> None:
-        if self.opt.dry_run and len(self.summary.samples) < self.opt.dry_run_samples:
+    def _sample(self, payload: dict[str, Any], key: str, op: str) -> None:
+        """In a dry run, keep a few masked payloads and the (masked) keys each operation would touch."""
+        if not self.opt.dry_run:
+            return
+        if len(self.summary.samples) < self.opt.dry_run_samples:
             self.summary.samples.append(mask_payload(payload))
+        keys = self.summary.would_send.setdefault(op, [])
+        if len(keys) < DRY_RUN_KEYS:
+            keys.append(mask_key(key))
 
     def _progress(self) -> None:
         now = time.monotonic()

@@ -40,6 +40,7 @@ class Summary:
     errors: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
+    would_send: dict[str, list[str]] = field(default_factory=dict)
 
     def error(self, key: str, reason: str, status: int | None = None) -> None:
         if len(self.errors) < MAX_ERRORS:
@@ -77,6 +78,7 @@ class Summary:
         out.update(self.extra)
         if self.dry_run:
             out["samples"] = list(self.samples)
+            out["would_send"] = {op: list(keys) for op, keys in self.would_send.items()}
         return out
 
 

@@ -1,0 +1,212 @@
+"""Subscriptions Add / Remove / Mirror: only real membership changes are sent, each exactly once."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import httpx
+import pytest
+
+from airflow_provider_attentive.emulator import Emulator
+from airflow_provider_attentive.sync.errors import SyncAborted, SyncConfigError
+from airflow_provider_attentive.sync.objects import SubscriptionsType
+from tests.sync.conftest import RunSync, bodies, ops, phone, request_count
+
+SQL = "SELECT phone, email FROM members"
+
+
+def subs(**kwargs: Any) -> SubscriptionsType:
+    kwargs.setdefault("primary_key", "phone")
+    kwargs.setdefault("mapping", None)
+    kwargs.setdefault("default_region", None)
+    kwargs.setdefault("sign_up_source_id", "64140")
+    kwargs.setdefault("locale", None)
+    kwargs.setdefault("subscription_type", "MARKETING")
+    kwargs.setdefault("single_opt_in", False)
+    kwargs.setdefault("notify_on_unsubscribe", False)
+    return SubscriptionsType(**kwargs)
+
+
+def set_members(conn: sqlite3.Connection, ids: list[int], *, emails: bool = False) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS members (phone TEXT, email TEXT, first_name TEXT)")
+    conn.execute("DELETE FROM members")
+    conn.executemany(
+        "INSERT INTO members VALUES (?, ?, NULL)", [(phone(i), f"m{i}@example.com" if emails else None) for i in ids]
+    )
+    conn.commit()
+
+
+def test_mirror_sends_each_membership_change_exactly_once(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    emu = attentive_emulator.client
+    set_members(warehouse, list(range(40)))
+    first = run_sync(subs(), warehouse, SQL, mode="mirror")
+    assert ops(first, "succeeded") == (40, 0, 0) and first["already_subscribed"] == 0
+    assert request_count(attentive_emulator, "subscribe") == 40
+
+    set_members(warehouse, list(range(5, 43)))  # 5 leave (0-4), 3 enter (40-42)
+    second = run_sync(subs(), warehouse, SQL, mode="mirror")
+    assert ops(second, "planned") == (3, 0, 5) and ops(second, "succeeded") == (3, 0, 5)
+    assert second["unchanged"] == 35
+    subscribes = bodies(attentive_emulator, "subscribe")
+    unsubscribes = bodies(attentive_emulator, "unsubscribe")
+    assert sorted(b["user"]["phone"] for b in subscribes[40:]) == [phone(40), phone(41), phone(42)]
+    assert sorted(b["user"]["phone"] for b in unsubscribes) == [phone(i) for i in range(5)]
+    assert unsubscribes[0] == {
+        "user": {"phone": unsubscribes[0]["user"]["phone"]},
+        "subscriptions": [{"type": "MARKETING", "channel": "TEXT"}],
+        "notification": {"disabled": True},
+    }
+    assert subscribes[0] == {
+        "user": {"phone": subscribes[0]["user"]["phone"]},
+        "signUpSourceId": "64140",
+        "singleOptIn": False,
+    }
+
+    third = run_sync(subs(), warehouse, SQL, mode="mirror")
+    assert third["requests"] == 0 and third["unchanged"] == 38
+    stats = emu.stats()
+    assert stats["repeat_subscribes"] == 0 and stats["repeat_unsubscribes"] == 0
+    assert stats["endpoints"]["subscribe"]["max_window_all"] <= 10
+    assert stats["endpoints"]["unsubscribe"]["max_window_all"] <= 5
+    # Nobody was texted an "unsubscribed" confirmation: notification.disabled was honoured.
+    assert not [m for m in emu.messages() if "unsub" in str(m).lower()]
+
+
+def test_a_member_who_returns_is_subscribed_again_once(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    set_members(warehouse, [1, 2])
+    run_sync(subs(), warehouse, SQL, mode="mirror")
+    set_members(warehouse, [2])
+    run_sync(subs(), warehouse, SQL, mode="mirror", max_removals=1)
+    set_members(warehouse, [1, 2])
+    back = run_sync(subs(), warehouse, SQL, mode="mirror")
+    assert ops(back, "succeeded") == (1, 0, 0)
+    assert attentive_emulator.client.stats()["repeat_subscribes"] == 0
+
+
+def test_empty_model_unsubscribes_nobody(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    set_members(warehouse, list(range(6)))
+    run_sync(subs(), warehouse, SQL, mode="mirror")
+    set_members(warehouse, [])
+    with pytest.raises(SyncAborted, match="no rows"):
+        run_sync(subs(), warehouse, SQL, mode="mirror", max_removals=1.0)
+    assert request_count(attentive_emulator, "unsubscribe") == 0
+    allowed = run_sync(subs(), warehouse, SQL, mode="mirror", max_removals=1.0, allow_empty_source=True)
+    assert ops(allowed, "succeeded") == (0, 0, 6)
+
+
+def test_removals_above_the_cap_send_nothing_at_all(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    set_members(warehouse, list(range(10)))
+    run_sync(subs(), warehouse, SQL, mode="mirror")
+    set_members(warehouse, [7, 8, 9, 100, 101])  # 7 leave (70% > 20%), 2 enter
+    with pytest.raises(SyncAborted) as info:
+        run_sync(subs(), warehouse, SQL, mode="mirror")
+    assert "7 of 10" in str(info.value) and "dry_run=True" in str(info.value) and "max_removals" in str(info.value)
+    assert request_count(attentive_emulator, "subscribe") == 10, "not even the 2 newcomers are sent"
+    assert request_count(attentive_emulator, "unsubscribe") == 0
+    with pytest.raises(SyncAborted):
+        run_sync(subs(), warehouse, SQL, mode="mirror", max_removals=6)
+    done = run_sync(subs(), warehouse, SQL, mode="mirror", max_removals=7)
+    assert ops(done, "succeeded") == (2, 0, 7)
+
+
+def test_dry_run_lists_exactly_who_would_be_added_and_removed(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    set_members(warehouse, [1, 2, 3])
+    run_sync(subs(), warehouse, SQL, mode="mirror")
+    set_members(warehouse, [2, 3, 4])
+    preview = run_sync(subs(), warehouse, SQL, mode="mirror", dry_run=True, max_removals=1)
+    assert ops(preview, "planned") == (1, 0, 1) and preview["requests"] == 0
+    assert preview["would_send"] == {"added": ["+1******0004"], "removed": ["+1******0001"]}
+    live = run_sync(subs(), warehouse, SQL, mode="mirror", max_removals=1)
+    assert ops(live, "succeeded") == ops(preview, "planned")
+
+
+def test_add_and_remove_modes(attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync) -> None:
+    set_members(warehouse, [1, 2, 3])
+    added = run_sync(subs(), warehouse, SQL, mode="add", sync_id="adder")
+    assert ops(added, "succeeded") == (3, 0, 0)
+    set_members(warehouse, [3])
+    again = run_sync(subs(), warehouse, SQL, mode="add", sync_id="adder")
+    assert again["requests"] == 0, "add mode never unsubscribes people who left"
+
+    set_members(warehouse, [1, 2], emails=True)
+    removed = run_sync(subs(), warehouse, SQL, mode="remove", sync_id="remover")
+    assert ops(removed, "succeeded") == (0, 0, 2)
+    body = bodies(attentive_emulator, "unsubscribe")[0]
+    assert body["subscriptions"] == [
+        {"type": "MARKETING", "channel": "TEXT"},
+        {"type": "MARKETING", "channel": "EMAIL"},
+    ]
+    again = run_sync(subs(), warehouse, SQL, mode="remove", sync_id="remover")
+    assert again["requests"] == 0
+    assert attentive_emulator.client.stats()["repeat_unsubscribes"] == 0
+
+
+def test_previously_created_is_success_reported_as_already_subscribed(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    httpx.post(
+        f"{attentive_emulator.url}/v1/subscriptions",
+        json={"user": {"phone": phone(1)}, "signUpSourceId": "64140"},
+        headers={"Authorization": "Bearer test-key"},
+    ).raise_for_status()
+    set_members(warehouse, [1, 2])
+    summary = run_sync(subs(), warehouse, SQL, mode="add")
+    assert ops(summary, "succeeded") == (2, 0, 0) and summary["already_subscribed"] == 1
+
+
+def test_opted_out_subscriber_is_reported_once_not_retried_every_run(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    attentive_emulator.client.seed_opted_out([phone(2)])
+    set_members(warehouse, [1, 2, 3])
+    first = run_sync(subs(), warehouse, SQL, mode="mirror", max_failed_ratio=0.5)
+    assert ops(first, "succeeded") == (2, 0, 0) and first["rejected"] == 1
+    assert first["errors"][0]["key"] == "+1******0002" and "opted out" in first["errors"][0]["reason"]
+    second = run_sync(subs(), warehouse, SQL, mode="mirror")
+    assert second["requests"] == 0 and second["skipped_rejected"] == 1
+
+
+def test_names_become_attributes_after_a_successful_subscribe(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    set_members(warehouse, [1])
+    warehouse.execute("UPDATE members SET first_name = 'Ada'")
+    warehouse.commit()
+    run_sync(subs(), warehouse, "SELECT phone, first_name FROM members", mode="add")
+    assert attentive_emulator.client.attributes()[phone(1)] == {"firstName": "Ada"}
+
+
+def test_subscribe_in_doubt_is_resolved_with_the_eligibility_endpoint(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    attentive_emulator.client.set_faults(drop_after_apply_rate=1.0, endpoints=["subscribe"], seed=1)
+    set_members(warehouse, [1, 2])
+    first = run_sync(subs(), warehouse, SQL, mode="add", max_failed_ratio=1)
+    assert first["in_doubt"] == 2 and request_count(attentive_emulator, "subscribe") == 2
+    attentive_emulator.client.clear_faults()
+    # The end-of-run check already asked GET /v1/subscriptions: both had landed, so nothing is resent.
+    assert request_count(attentive_emulator, "subscriptions_read") == 2
+    second = run_sync(subs(), warehouse, SQL, mode="add")
+    assert second["requests"] == 0 and second["unchanged"] == 2
+    assert attentive_emulator.client.stats()["repeat_subscribes"] == 0
+
+
+def test_phone_is_required_and_config_is_checked(warehouse: sqlite3.Connection, run_sync: RunSync) -> None:
+    with pytest.raises(SyncConfigError, match="exactly one"):
+        subs(locale="en-US")
+    with pytest.raises(SyncConfigError, match="en-US"):
+        subs(sign_up_source_id=None, locale="english")
+    set_members(warehouse, [1])
+    with pytest.raises(SyncConfigError, match="phone column"):
+        run_sync(subs(primary_key="email"), warehouse, "SELECT email FROM members", mode="add")
