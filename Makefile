@@ -1,0 +1,37 @@
+# Two commands on a fresh machine with Python 3.11 and make:
+#   make demo   - the example DAGs against a local Attentive emulator and a SQLite warehouse
+#   make test   - the whole test suite (installs what it needs, PostgreSQL included)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: venv demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[emulator]" --group dev
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py
+
+test: $(STAMP)
+	bash scripts/ensure-postgres.sh
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/hook_throughput.py
+	$(BIN)/python benchmarks/emulator_throughput.py
+	$(BIN)/python benchmarks/unchanged_rerun.py
+
+clean:
+	rm -rf $(VENV) .demo test-artifacts
