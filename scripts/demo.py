@@ -140,17 +140,23 @@ def report(emu: EmulatorProcess) -> None:
     print("\n== What the emulated Attentive received ==")
     for name in ("attributes", "events", "subscribe", "unsubscribe"):
         e = stats["endpoints"][name]
-        print(f"   {name:<12} {e['requests']:>4} requests, statuses {e['status']}, busiest second {e['max_window_all']}"
-              f"/{e['limit']} allowed")
+        print(
+            f"   {name:<12} {e['requests']:>4} requests, statuses {e['status']}, busiest second {e['max_window_all']}"
+            f"/{e['limit']} allowed"
+        )
     attrs = c.attributes()
     sample: Any = attrs.get(phone(4))
-    print(f"   custom attributes stored for {len(attrs)} subscribers, e.g. {phone(4)[:2]}******{phone(4)[-4:]}: {sample}")
+    print(
+        f"   custom attributes stored for {len(attrs)} subscribers, e.g. {phone(4)[:2]}******{phone(4)[-4:]}: {sample}"
+    )
     events = c.events()
     print(f"   {len(events)} custom events stored; duplicates received: {stats['duplicate_events']}")
     if events:
-        print(f"   first event: {json.dumps(events[0].get('body', events[0]))[:200]}")
-    print(f"   repeat subscribes: {stats['repeat_subscribes']}, repeat unsubscribes: {stats['repeat_unsubscribes']}"
-          " (each would have texted someone twice)")
+        print(f"   first event: {json.dumps(events[0]['body'])[:200]}")
+    print(
+        f"   repeat subscribes: {stats['repeat_subscribes']}, repeat unsubscribes: {stats['repeat_unsubscribes']}"
+        " (each would have texted someone twice)"
+    )
     print(f"   texts Attentive would have sent: {len(c.messages())}")
 
 
