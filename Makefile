@@ -22,7 +22,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash scripts/ensure-postgres.sh
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	ATTENTIVE_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

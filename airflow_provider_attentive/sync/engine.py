@@ -19,6 +19,7 @@ to databases through DB-API connections, so it is tested without Airflow.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import math
@@ -44,6 +45,7 @@ from airflow_provider_attentive.sync.state import Intent, Outcome, StateRow, Sta
 from airflow_provider_attentive.sync.summary import Summary, render_table
 from airflow_provider_attentive.sync.values import mask_key, mask_payload
 
+KEY_MAX = 500  # the state table's pk column is VARCHAR(500)
 DRY_RUN_KEYS = 1000  # keys listed per operation in a dry-run summary (counts are always exact)
 MODES = {"attributes": ("upsert",), "events": ("insert",), "subscriptions": ("add", "remove", "mirror")}
 
@@ -83,6 +85,9 @@ class SyncOptions:
             raise SyncConfigError("sync_id must be 1-250 characters")
         if not self.run_id:
             self.run_id = f"run-{uuid.uuid4().hex[:12]}"
+        if len(self.run_id) > 200:  # state columns are VARCHAR(250) and the lock holder adds a suffix
+            digest = hashlib.blake2b(self.run_id.encode(), digest_size=6).hexdigest()
+            self.run_id = f"{self.run_id[:187]}~{digest}"
         if not 0 <= self.max_failed_ratio <= 1:
             raise SyncConfigError(f"max_failed_ratio must be between 0 and 1, got {self.max_failed_ratio!r}")
         if isinstance(self.max_removals, bool) or not isinstance(self.max_removals, int | float):
@@ -202,6 +207,11 @@ class SyncEngine:
                 self.state.prune_log(
                     opt.sync_id, dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=opt.log_retention_days)
                 )
+        except BaseException:
+            # A failed statement (e.g. the warehouse erroring mid-stream on a shared PostgreSQL connection)
+            # aborts the transaction; roll back so the outcomes below are still recorded.
+            self._rollback_state()
+            raise
         finally:
             try:
                 self._flush(force=True)
@@ -259,6 +269,9 @@ class SyncEngine:
                 key = self.obj.key_of(row)
                 if key is None:
                     self._invalid(None, "primary key is NULL")
+                    continue
+                if len(key) > KEY_MAX:
+                    self._invalid(key[:40] + "...", f"primary key is longer than {KEY_MAX} characters")
                     continue
                 keyed.append((key, row))
                 if members is not None and key in members:
@@ -625,6 +638,12 @@ class SyncEngine:
         self._followups = []
 
     # --------------------------------------------------------------------------------- helpers ----
+
+    def _rollback_state(self) -> None:
+        try:
+            self.state.conn.rollback()
+        except Exception:
+            self.log.debug("rollback of the state connection failed", exc_info=True)
 
     def _tables_exist(self) -> bool:
         return self.state.tables_exist()

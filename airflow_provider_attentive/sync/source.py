@@ -73,7 +73,9 @@ class SqlSource:
     def _cursor(self) -> Any:
         if _driver(self.conn) in ("psycopg2", "psycopg"):
             # Named cursors stream from the server; without one the driver loads the whole result in memory.
-            cur = self.conn.cursor(name=f"attentive_stream_{next(_cursor_names)}")
+            # WITH HOLD: the state store may share this connection and commits between chunks, and a commit
+            # closes a plain server-side cursor ("named cursor isn't valid anymore").
+            cur = self.conn.cursor(name=f"attentive_stream_{next(_cursor_names)}", withhold=True)
             cur.itersize = self.chunk_size
             return cur
         return self.conn.cursor()

@@ -339,8 +339,10 @@ class StateStore:
             return True
         except Exception:
             self.conn.rollback()
-        row = self._lock_row(sync_id)
-        if row is None:
+            row = self._lock_row(sync_id)
+            if row is None:
+                raise  # not a conflict with another holder: a real error (e.g. a value too long)
+        if row is None:  # pragma: no cover - the row existed a moment ago and was released since
             return False
         old_holder, old_expiry = row
         if old_holder != holder and old_expiry > now:
@@ -371,13 +373,18 @@ class StateStore:
         return held
 
     def release_lock(self, sync_id: str, holder: str) -> None:
-        try:
-            self._execute(
-                f"DELETE FROM {self.lock_table} WHERE sync_id = {self.p} AND holder = {self.p}", (sync_id, holder)
-            )
-            self.conn.commit()
-        except Exception:
-            self.conn.rollback()
+        # Called from the engine's ``finally``, possibly after a failed statement on this connection: on
+        # PostgreSQL that aborts the transaction and the DELETE fails until a rollback, so roll back and retry
+        # once rather than leave the lock held until it expires.
+        for _ in range(2):
+            try:
+                self._execute(
+                    f"DELETE FROM {self.lock_table} WHERE sync_id = {self.p} AND holder = {self.p}", (sync_id, holder)
+                )
+                self.conn.commit()
+                return
+            except Exception:
+                self.conn.rollback()
 
     # --- plumbing --------------------------------------------------------------------------------------
 
