@@ -181,6 +181,10 @@ class AttentiveSyncOperator(BaseOperator):
         except SyncConfigError as exc:
             raise AirflowFailException(f"Attentive sync {self.sync_id!r} is misconfigured: {exc}") from None
         attentive = AttentiveHook(attentive_conn_id=self.attentive_conn_id)
+        try:
+            transport = attentive.get_conn()
+        except ValueError as exc:  # the connection itself is wrong (no key, bad URL, bad extra): no retry helps
+            raise AirflowFailException(str(exc)) from None
         with ExitStack() as stack:
             source_conn = stack.enter_context(closing(source_hook.get_conn()))
             if state_hook is source_hook and _single_connection(source_hook):
@@ -205,7 +209,7 @@ class AttentiveSyncOperator(BaseOperator):
                     table_prefix=self.state_table_prefix,
                     schema=self.state_schema,
                 ),
-                sender=attentive.get_conn(),
+                sender=transport,
                 log=self.log,  # type: ignore[arg-type]
             )
             try:

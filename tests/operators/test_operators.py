@@ -156,3 +156,23 @@ def test_templated_fields_and_asset(connections: Path) -> None:
     assert ".sql" in op.template_ext
     assert op.asset.uri == f"attentive://events/{op.sync_id}"
     assert op.asset in op.outlets
+
+
+def test_a_broken_attentive_connection_fails_before_reading_anything(
+    attentive_emulator: Emulator, connections: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ATTENTIVE_DEFAULT",
+        json.dumps({"conn_type": "attentive", "host": "http://api.example.com", "password": "k-123456"}),
+    )
+    op = AttentiveAttributesOperator(
+        task_id="t", sql="SELECT * FROM customers", sql_conn_id="warehouse", primary_key="customer_id"
+    )
+    with pytest.raises(AirflowFailException, match="http://") as info:
+        op.execute(context())
+    assert "k-123456" not in str(info.value)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ATTENTIVE_DEFAULT", json.dumps({"conn_type": "attentive", "host": attentive_emulator.url})
+    )
+    with pytest.raises(AirflowFailException, match="no API key"):
+        op.execute(context())
