@@ -21,8 +21,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/ensure-postgres.sh
+	bash scripts/ensure-browser.sh
 	$(BIN)/ruff check .
-	ATTENTIVE_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest
+	ATTENTIVE_REQUIRE_POSTGRES=1 ATTENTIVE_REQUIRE_BROWSER=1 $(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

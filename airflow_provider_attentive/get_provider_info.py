@@ -53,13 +53,14 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     ),
 }
 
+# Placeholders only work for host/password/login/schema/port: Airflow treats any other key (``description``
+# included) as an extra field, renames it ``extra__attentive__<key>`` and never shows it, so none is set here.
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "hidden-fields": ["port", "login", "schema"],
     "relabeling": {"password": "API key", "host": "Base URL"},
     "placeholders": {
         "host": DEFAULT_BASE_URL,
         "password": "Attentive private-app API key",
-        "description": "Attentive API connection",
     },
 }
 

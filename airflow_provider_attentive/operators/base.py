@@ -128,9 +128,9 @@ class AttentiveSyncOperator(BaseOperator):
     @property
     def asset(self) -> Asset:
         """The asset a completed sync updates: ``attentive://<object>/<sync_id>``."""
-        return Asset(
-            name=f"attentive_{self.object_type}_{self.sync_id}", uri=f"attentive://{self.object_type}/{self.sync_id}"
-        )
+        uri = f"attentive://{self.object_type}/{self.sync_id}"
+        # Named after its URI so that a downstream DAG can schedule on Asset("attentive://...") as written.
+        return Asset(name=uri, uri=uri)
 
     # -- hooks for subclasses --------------------------------------------------------------------------------
 
@@ -233,10 +233,9 @@ class AttentiveSyncOperator(BaseOperator):
         if self.emit_asset and not summary.get("dry_run"):
             outlet_events = context.get("outlet_events")
             if outlet_events is not None:
-                counts = {
-                    k: summary[k] for k in ("rows_read", "invalid", "unchanged", "planned", "succeeded", "failed")
-                }
-                outlet_events[self.asset].extra = {"sync_id": self.sync_id, "run_id": summary["run_id"], **counts}
+                # Every count of the summary; the error samples and dry-run lists stay in the XCom only.
+                counts = {k: v for k, v in summary.items() if k not in ("errors", "samples", "would_send")}
+                outlet_events[self.asset].extra = counts
 
 
 def _single_connection(hook: DbApiHook) -> bool:
