@@ -20,8 +20,7 @@ demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
 test: $(STAMP)
-	bash scripts/ensure-postgres.sh
-	bash scripts/ensure-browser.sh
+	bash scripts/ensure-packages.sh postgres browser compose redis
 	$(BIN)/ruff check .
 	ATTENTIVE_REQUIRE_POSTGRES=1 ATTENTIVE_REQUIRE_BROWSER=1 $(BIN)/python -m pytest
 

@@ -7,7 +7,7 @@
 * ``pg_database`` (function): a fresh ``CREATE DATABASE t_<random>`` per test; returns psycopg2 connect
   keyword arguments (``pg_connect(params)`` opens a connection, ``pg_dsn(params)`` gives a libpq DSN).
 
-The binaries come from Debian's ``postgresql`` package (``scripts/ensure-postgres.sh`` installs it). When
+The binaries come from Debian's ``postgresql`` package (``scripts/ensure-packages.sh postgres`` installs it). When
 they are absent the requesting tests are skipped, unless ``ATTENTIVE_REQUIRE_POSTGRES=1`` (set it in CI),
 in which case they fail.
 """
@@ -201,7 +201,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     if bindir is None:
         _unavailable(
             f"PostgreSQL server binaries (initdb, pg_ctl) not found under {PG_BIN_GLOB}; "
-            "run scripts/ensure-postgres.sh (apt-get install postgresql)"
+            "run scripts/ensure-packages.sh postgres (apt-get install postgresql)"
         )
     assert bindir is not None
     root = Path(tempfile.mkdtemp(prefix="attentive-pg-"))

@@ -14,7 +14,7 @@ The tests form one scenario, in file order: look at the form, save a connection,
 wrong one), then run a sync. Screenshots go to ``test-artifacts/ui/`` on every run (one more at the end of
 every test, pass or fail); the form and a successful Test are copied to ``docs/`` for the README.
 
-Without ``/usr/bin/chromium`` and ``/usr/bin/chromedriver`` (``scripts/ensure-browser.sh`` installs them) the
+Without ``/usr/bin/chromium`` and ``/usr/bin/chromedriver`` (``scripts/ensure-packages.sh browser`` installs them) the
 module is skipped, unless ``ATTENTIVE_REQUIRE_BROWSER=1`` (set it in CI), in which case it fails.
 """
 
@@ -244,7 +244,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     _require(SELENIUM_MISSING is None, SELENIUM_MISSING or "")
     _require(
         os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK),
-        f"{CHROMIUM} or {CHROMEDRIVER} is missing; run scripts/ensure-browser.sh",
+        f"{CHROMIUM} or {CHROMEDRIVER} is missing; run scripts/ensure-packages.sh browser",
     )
     home = tmp_path_factory.mktemp("ui-airflow")
     dags = home / "dags"
