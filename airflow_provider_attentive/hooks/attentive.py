@@ -1,0 +1,215 @@
+"""Airflow hook for the Attentive API: reads the connection and hands out an :class:`AttentiveTransport`.
+
+This is the only module under ``hooks/`` that imports Airflow; the transport it builds is plain Python.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
+
+from airflow_provider_attentive.get_provider_info import DEFAULT_BASE_URL, UI_FIELD_BEHAVIOUR
+from airflow_provider_attentive.hooks.transport import AttentiveTransport, Request, Result, TransportConfig
+
+__all__ = ["AttentiveHook"]
+
+# Connection-form extras (see get_provider_info.CONN_FIELDS) -> endpoint names they throttle.
+_RATE_FIELDS: dict[str, tuple[str, ...]] = {
+    "rate_limit_attributes": ("attributes",),
+    "rate_limit_events": ("events",),
+    "rate_limit_subscribe": ("subscribe",),
+    "rate_limit_unsubscribe": ("unsubscribe",),
+    "rate_limit_identity": ("identity",),
+    "rate_limit_default": ("me", "subscriptions_read"),
+}
+
+
+def _coerce_number(conn_id: str, name: str, value: Any, *, integer: bool, minimum: float) -> float | int | None:
+    """Turn an extra into a number. URI-form connections deliver every extra as a string."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    problem = f"must be {'a whole number' if integer else 'a number'} >= {minimum:g}"
+    if isinstance(value, bool):
+        raise ValueError(f"Attentive connection {conn_id!r}: extra {name!r} {problem}, got {value!r}")
+    try:
+        number = float(value.strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"Attentive connection {conn_id!r}: extra {name!r} {problem}, got {value!r}") from None
+    if not math.isfinite(number) or number < minimum or (integer and not number.is_integer()):
+        raise ValueError(f"Attentive connection {conn_id!r}: extra {name!r} {problem}, got {value!r}")
+    if not integer and number == 0:
+        raise ValueError(f"Attentive connection {conn_id!r}: extra {name!r} must be greater than 0")
+    return int(number) if integer else number
+
+
+def config_from_connection(
+    conn_id: str,
+    host: str | None,
+    port: int | None,
+    password: str | None,
+    extra: Mapping[str, Any],
+) -> TransportConfig:
+    """Build a :class:`TransportConfig` from connection fields; errors name the offending field."""
+    if not password or not password.strip():
+        raise ValueError(
+            f"Attentive connection {conn_id!r} has no API key: put the private-app API key in the "
+            "connection's API key (password) field"
+        )
+    base_url = (host or "").strip() or DEFAULT_BASE_URL
+    if port and "://" in base_url:
+        scheme, rest = base_url.split("://", 1)
+        netloc, sep, path = rest.partition("/")
+        if ":" not in netloc.rsplit("]", 1)[-1]:
+            base_url = f"{scheme}://{netloc}:{port}{sep}{path}"
+    elif port and ":" not in base_url.rsplit("]", 1)[-1]:
+        base_url = f"{base_url}:{port}"
+
+    rates: dict[str, float] = {}
+    for field_name, endpoints in _RATE_FIELDS.items():
+        rate = _coerce_number(conn_id, field_name, extra.get(field_name), integer=False, minimum=0)
+        if rate is not None:
+            rates.update(dict.fromkeys(endpoints, float(rate)))
+    kwargs: dict[str, Any] = {}
+    timeout = _coerce_number(conn_id, "timeout", extra.get("timeout"), integer=False, minimum=0)
+    if timeout is not None:
+        kwargs["timeout"] = float(timeout)
+    for name in ("max_attempts", "max_concurrency"):
+        value = _coerce_number(conn_id, name, extra.get(name), integer=True, minimum=1)
+        if value is not None:
+            kwargs[name] = int(value)
+    try:
+        return TransportConfig(base_url=base_url, api_key=password, rate_limits=rates, **kwargs)
+    except ValueError as exc:
+        raise ValueError(f"Attentive connection {conn_id!r}: {exc}") from None
+
+
+class AttentiveHook(BaseHook):
+    """Talks to the Attentive REST API through a connection of type ``attentive``.
+
+    The connection's password is the private-app API key, its host the base URL (default
+    ``https://api.attentivemobile.com``), and its extras the rate limits, timeout, attempts and
+    concurrency declared in ``get_provider_info``. Requests are throttled per endpoint and retried as
+    described in :mod:`airflow_provider_attentive.hooks.retry`; every method returns a
+    :class:`~airflow_provider_attentive.hooks.transport.Result` instead of raising on HTTP errors.
+    """
+
+    conn_name_attr = "attentive_conn_id"
+    default_conn_name = "attentive_default"
+    conn_type = "attentive"
+    hook_name = "Attentive"
+
+    def __init__(self, attentive_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.attentive_conn_id = attentive_conn_id
+        self._config: TransportConfig | None = None
+        self._transport: AttentiveTransport | None = None
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Connection form tweaks for Airflow UIs older than 3.3 (3.3 reads get_provider_info)."""
+        return {key.replace("-", "_"): value for key, value in UI_FIELD_BEHAVIOUR.items()}
+
+    @property
+    def config(self) -> TransportConfig:
+        """The transport settings read from the connection (read once, then cached)."""
+        if self._config is None:
+            conn = self.get_connection(self.attentive_conn_id)
+            if conn.password:
+                mask_secret(conn.password)
+            extra = conn.extra_dejson
+            if not isinstance(extra, Mapping):
+                raise ValueError(f"Attentive connection {self.attentive_conn_id!r}: extra must be a JSON object")
+            self._config = config_from_connection(self.attentive_conn_id, conn.host, conn.port, conn.password, extra)
+        return self._config
+
+    def get_conn(self) -> AttentiveTransport:
+        """Return the (cached) transport for this connection."""
+        if self._transport is None:
+            self._transport = AttentiveTransport(self.config)
+        return self._transport
+
+    def close(self) -> None:
+        """Close the transport, if one was created."""
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Call ``GET /v1/me`` and report whether the key works, without ever echoing the key."""
+        created = self._transport is None
+        try:
+            transport = self.get_conn()
+        except Exception as exc:
+            return False, self._scrub(str(exc))
+        try:
+            result = transport.request("me", max_attempts=2)
+        except Exception as exc:
+            return False, self._scrub(f"{type(exc).__name__}: {exc}")
+        finally:
+            if created:
+                self.close()
+        if result.ok:
+            body = result.body if isinstance(result.body, Mapping) else {}
+            company = body.get("companyName") or "an unnamed company"
+            application = body.get("applicationName") or "unnamed"
+            return True, f"Connected to {company} (application {application})"
+        if result.status == 401:
+            message = (
+                "Attentive rejected the API key (401 Unauthorized): check the key in the connection, "
+                "or create a new one in Attentive's custom app settings"
+            )
+        elif result.status == 403:
+            message = (
+                "Attentive refused access (403 Forbidden): the key is known but may not call /v1/me; "
+                "check the custom app's permissions"
+            )
+        elif result.status is None:
+            message = f"Could not reach Attentive at {self.config.base_url}: {result.error}"
+        else:
+            message = result.error or f"Attentive answered HTTP {result.status}"
+        return False, self._scrub(message)
+
+    def _scrub(self, text: str) -> str:
+        key = self._config.api_key if self._config is not None else None
+        return text.replace(key, "***") if key else text
+
+    # -- one method per endpoint --------------------------------------------------------------------
+
+    def get_me(self) -> Result:
+        """``GET /v1/me``: the company and application the key belongs to."""
+        return self.get_conn().request("me")
+
+    def post_custom_attributes(self, body: Mapping[str, Any]) -> Result:
+        """``POST /v1/attributes/custom``: set custom attributes on one user."""
+        return self.get_conn().request("attributes", body)
+
+    def post_custom_event(self, body: Mapping[str, Any]) -> Result:
+        """``POST /v1/events/custom``: record one custom event (give it a stable ``externalEventId``)."""
+        return self.get_conn().request("events", body)
+
+    def subscribe(self, body: Mapping[str, Any]) -> Result:
+        """``POST /v1/subscriptions``: may text the person; never retried once it may have arrived."""
+        return self.get_conn().request("subscribe", body)
+
+    def unsubscribe(self, body: Mapping[str, Any]) -> Result:
+        """``POST /v1/subscriptions/unsubscribe``: may text the person; not resent if it may have arrived."""
+        return self.get_conn().request("unsubscribe", body)
+
+    def get_subscriptions(self, phone: str | None = None, email: str | None = None) -> Result:
+        """``GET /v1/subscriptions``: subscription eligibility for exactly one of ``phone`` or ``email``."""
+        if (phone is None) == (email is None):
+            raise ValueError("get_subscriptions needs exactly one of phone or email")
+        params = {"phone": phone} if phone is not None else {"email": str(email)}
+        return self.get_conn().request("subscriptions_read", params=params)
+
+    def identify(self, body: Mapping[str, Any]) -> Result:
+        """``POST /v1/identity-resolution/user-identifiers``: link identifiers to one user."""
+        return self.get_conn().request("identity", body)
+
+    def send_many(self, endpoint_name: str, requests: Iterable[Request]) -> Iterator[Result]:
+        """Send many requests concurrently; see :meth:`AttentiveTransport.send_many`."""
+        return self.get_conn().send_many(endpoint_name, requests)
