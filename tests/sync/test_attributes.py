@@ -292,11 +292,11 @@ class _SpyConnection:
 def test_rows_are_streamed_in_chunks_never_fetched_whole(
     attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
 ) -> None:
-    create_customers(warehouse, 2500)
+    create_customers(warehouse, 600)
     spy = _SpyConnection(warehouse)
     summary = run_sync(attributes(), spy, SQL, state_conn=warehouse, chunk=100, batch_size=50)
-    assert summary["succeeded"]["added"] == 2500
+    assert summary["succeeded"]["added"] == 600
     fetched = [n for kind, n in spy.calls if kind == "fetchmany"]
-    assert max(fetched) == 100 and sum(fetched) >= 2500
+    assert max(fetched) == 100 and sum(fetched) >= 600
     assert all(n < 100 for kind, n in spy.calls if kind == "fetchall"), "the model must never be fetched whole"
-    assert warehouse.execute("SELECT COUNT(*) FROM attentive_sync_state WHERE status='ok'").fetchone() == (2500,)
+    assert warehouse.execute("SELECT COUNT(*) FROM attentive_sync_state WHERE status='ok'").fetchone() == (600,)
