@@ -31,7 +31,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/hook_throughput.py
 	$(BIN)/python benchmarks/emulator_throughput.py
-	$(BIN)/python benchmarks/unchanged_rerun.py
+	$(BIN)/python benchmarks/unchanged_rerun.py --rows 1000000
 
 clean:
 	rm -rf $(VENV) .demo test-artifacts
