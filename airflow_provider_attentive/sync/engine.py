@@ -278,9 +278,17 @@ class SyncEngine:
                     seen.add(key)
             known = self._lookup([k for k, _ in keyed])
             batch: list[tuple[_Pending, Request]] = []
+            batched: set[str] = set()
             sensitive: list[str] = []
             for key, row in keyed:
-                decision = self._classify(key, row, known.get(key))
+                st = known.get(key)
+                if key in batched or (st is not None and st.status == "pending" and st.run_id == self.opt.run_id):
+                    # Distinct warehouse values can share one key text (1 and '1' in a SQLite column), which the
+                    # warehouse check cannot see: a second intent in this chunk would fail the run, and a second
+                    # request while the first is in flight (its intent is this run's) races with it.
+                    self._invalid(key, "primary key appears twice in the model")
+                    continue
+                decision = self._classify(key, row, st)
                 if decision is None:
                     continue
                 op, attempt_hash = decision
@@ -294,13 +302,7 @@ class SyncEngine:
                     self.log.warning("row %s: %s", mask_key(key), prepared.note)
                 if not self._count_planned(op, prepared):
                     continue
-                if key in pending:
-                    self._invalid(key, "primary key appears twice in the model")
-                    self.summary.planned[op] -= 1
-                    continue
-                if self._budget_reached():
-                    self.summary.remaining += 1
-                    continue
+                batched.add(key)
                 body = prepared.payload
                 if op == "removed" and isinstance(self.obj, SubscriptionsType):
                     body = self.obj.unsubscribe_body(prepared.identity)
@@ -316,7 +318,13 @@ class SyncEngine:
             first_chunk = False
             for start in range(0, len(batch), self.opt.batch_size):
                 part = batch[start : start + self.opt.batch_size]
+                # The budget is checked here, as the transport pulls each batch, not when the chunk is
+                # classified: a chunk is classified all at once, long before its last batch goes out.
+                part = part[: self._within_budget(len(part))]
+                if not part:
+                    continue
                 if not self.opt.dry_run:
+                    self._hold_lock()
                     self.state.write_intents(
                         self.opt.sync_id,
                         self.opt.run_id,
@@ -339,7 +347,10 @@ class SyncEngine:
         if isinstance(self.obj, SubscriptionsType):
             target = "unsubscribed" if self.opt.mode == "remove" else "subscribed"
             op = "removed" if self.opt.mode == "remove" else "added"
-            if st is not None and st.member == target and status == "ok":
+            # ``member`` only changes on a confirmed success, and a failed or rejected request changed nothing,
+            # so the person is still a member as recorded. (Someone whose unsubscribe failed and who came back
+            # into the model is still subscribed: subscribing them again would text them.)
+            if st is not None and st.member == target and status in ("ok", "failed", "rejected"):
                 s.unchanged += 1
                 return None
         elif isinstance(self.obj, EventsType):
@@ -599,13 +610,14 @@ class SyncEngine:
                         continue
                     identity = json.loads(st.identity)
                     self.summary.planned["removed"] += 1
-                    if self._budget_reached():
-                        self.summary.remaining += 1
-                        continue
                     body = obj.unsubscribe_body(identity)
                     self._sample(body, key, "removed")
                     batch.append((_Pending(key, "removed", st.attempt_hash or "", None), Request(key=key, body=body)))
+                batch = batch[: self._within_budget(len(batch))]
+                if not batch:
+                    continue
                 if not self.opt.dry_run:
+                    self._hold_lock()
                     self.state.write_intents(
                         self.opt.sync_id,
                         self.opt.run_id,
@@ -653,22 +665,39 @@ class SyncEngine:
             return {}
         return self.state.lookup(self.opt.sync_id, keys)
 
+    def _within_budget(self, wanted: int) -> int:
+        """How many of the next ``wanted`` requests this run may still send; the rest count as ``remaining``.
+
+        Called just before a batch's intents are written, when every earlier batch has been handed to the
+        transport, so ``_sent`` is exact and a run never sends more than ``max_rows_per_run`` requests.
+        """
+        allowed = 0 if self._budget_reached() else wanted
+        if self.opt.max_rows_per_run is not None:
+            allowed = min(allowed, max(0, self.opt.max_rows_per_run - self._sent))
+        if allowed < wanted:
+            self.summary.remaining += wanted - allowed
+            self._stop_sending()
+        return allowed
+
     def _budget_reached(self) -> bool:
-        if self._budget_hit:
-            return True
         opt = self.opt
-        if (opt.max_rows_per_run is not None and self._sent >= opt.max_rows_per_run) or (
-            opt.max_runtime_s is not None and time.monotonic() - self._started >= opt.max_runtime_s
+        if not self._budget_hit and (
+            (opt.max_rows_per_run is not None and self._sent >= opt.max_rows_per_run)
+            or (opt.max_runtime_s is not None and time.monotonic() - self._started >= opt.max_runtime_s)
         ):
-            self._budget_hit = True
-        if self._budget_hit:
-            self.log.warning(
-                "budget reached (max_rows_per_run=%s, max_runtime=%ss): stopping sends; the rest is counted as "
-                "remaining and goes out next run",
-                opt.max_rows_per_run,
-                opt.max_runtime_s,
-            )
+            self._stop_sending()
         return self._budget_hit
+
+    def _stop_sending(self) -> None:
+        if self._budget_hit:
+            return
+        self._budget_hit = True
+        self.log.warning(
+            "budget reached (max_rows_per_run=%s, max_runtime=%ss): stopping sends; the rest is counted as "
+            "remaining and goes out next run",
+            self.opt.max_rows_per_run,
+            self.opt.max_runtime_s,
+        )
 
     def _sample(self, payload: dict[str, Any], key: str, op: str) -> None:
         """In a dry run, keep a few masked payloads and the (masked) keys each operation would touch."""
@@ -680,17 +709,24 @@ class SyncEngine:
         if len(keys) < DRY_RUN_KEYS:
             keys.append(mask_key(key))
 
+    def _hold_lock(self) -> None:
+        """Extend our lock, or stop if it expired and another run took it over.
+
+        Called before every batch of intents: a run that stalled longer than ``lock_ttl_s`` before sending
+        (a slow primary-key check or pre-scan, a paused process) must not send alongside the run that took over.
+        """
+        if not self.state.refresh_lock(self.opt.sync_id, self._lock_holder, self.opt.lock_ttl_s):
+            raise SyncLockedError(
+                f"lost the lock of sync {self.opt.sync_id!r} (it expired and another run took it); stopping"
+            )
+
     def _progress(self) -> None:
         now = time.monotonic()
         if now - self._last_progress < self.opt.progress_interval_s:
             return
         self._last_progress = now
-        if not self.opt.dry_run and not self.state.refresh_lock(
-            self.opt.sync_id, self._lock_holder, self.opt.lock_ttl_s
-        ):
-            raise SyncLockedError(
-                f"lost the lock of sync {self.opt.sync_id!r} (it expired and another run took it); stopping"
-            )
+        if not self.opt.dry_run:
+            self._hold_lock()
         elapsed = now - self._started
         rate = self._done / elapsed if elapsed > 0 else 0.0
         backlog = self._sent - self._done

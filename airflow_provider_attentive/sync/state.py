@@ -227,20 +227,26 @@ class StateStore:
             if i.pk in existing
         ]
         p = self.p
-        if inserts:
-            self._executemany(
-                f"INSERT INTO {self.state_table} (sync_id, pk, attempt_hash, status, op, identity, run_id, "
-                f"updated_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})",
-                inserts,
-            )
-        if updates:
-            self._executemany(
-                f"UPDATE {self.state_table} SET attempt_hash = {p}, status = {p}, op = {p}, "
-                f"identity = COALESCE({p}, identity), run_id = {p}, updated_at = {p} "
-                f"WHERE sync_id = {p} AND pk = {p}",
-                updates,
-            )
-        self.conn.commit()
+        try:
+            if inserts:
+                self._executemany(
+                    f"INSERT INTO {self.state_table} (sync_id, pk, attempt_hash, status, op, identity, run_id, "
+                    f"updated_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})",
+                    inserts,
+                )
+            if updates:
+                self._executemany(
+                    f"UPDATE {self.state_table} SET attempt_hash = {p}, status = {p}, op = {p}, "
+                    f"identity = COALESCE({p}, identity), run_id = {p}, updated_at = {p} "
+                    f"WHERE sync_id = {p} AND pk = {p}",
+                    updates,
+                )
+            self.conn.commit()
+        except Exception:
+            # sqlite3 keeps the rows an executemany wrote before failing; the next commit (of outcomes) would
+            # then record intents for requests that were never sent, and the next run would call them in doubt.
+            self.conn.rollback()
+            raise
         existing.update(i.pk for i in intents)
 
     def write_outcomes(self, sync_id: str, run_id: str, outcomes: Sequence[Outcome], *, log: bool = True) -> None:
