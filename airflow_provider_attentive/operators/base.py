@@ -54,6 +54,8 @@ class AttentiveSyncOperator(BaseOperator):
     :param max_rows_per_run: stop sending after this many requests; the rest goes out next run.
     :param max_runtime: stop sending after this long (seconds or timedelta); the rest goes out next run.
     :param lock_wait: how long to wait (seconds) for another run of the same sync before failing.
+    :param lock_ttl: seconds after which the lock of a run that stopped refreshing it (a killed worker) expires;
+        a live run refreshes it before every batch, so keep this below the task's ``retry_delay``.
     :param check_primary_key: check NULL/duplicate keys in the warehouse before sending (recommended).
     :param chunk_size: rows fetched per ``fetchmany``.
     :param batch_size: rows per write-ahead batch: bounds how many rows can be in doubt after a crash.
@@ -90,6 +92,7 @@ class AttentiveSyncOperator(BaseOperator):
         max_rows_per_run: int | None = None,
         max_runtime: float | dt.timedelta | None = None,
         lock_wait: float = 60.0,
+        lock_ttl: float = 300.0,
         check_primary_key: bool = True,
         chunk_size: int = 1000,
         batch_size: int = 100,
@@ -117,6 +120,7 @@ class AttentiveSyncOperator(BaseOperator):
         self.max_rows_per_run = max_rows_per_run
         self.max_runtime = max_runtime.total_seconds() if isinstance(max_runtime, dt.timedelta) else max_runtime
         self.lock_wait = lock_wait
+        self.lock_ttl = lock_ttl
         self.check_primary_key = check_primary_key
         self.chunk_size = chunk_size
         self.batch_size = batch_size
@@ -162,22 +166,24 @@ class AttentiveSyncOperator(BaseOperator):
         state_hook = source_hook if state_id == self.sql_conn_id else self._db_hook(state_id)
         try:
             obj = self.build_object()
-            options = SyncOptions(
-                sync_id=self.sync_id,
-                run_id=engine_run_id,
-                mode=self.mode_default,
-                dry_run=self.dry_run,
-                max_failed_ratio=self.max_failed_ratio,
-                chunk_size=self.chunk_size,
-                batch_size=self.batch_size,
-                resend_in_doubt=self.resend_in_doubt,
-                max_rows_per_run=self.max_rows_per_run,
-                max_runtime_s=self.max_runtime,
-                lock_wait_s=self.lock_wait,
-                check_primary_key=self.check_primary_key,
-                log_retention_days=self.log_retention_days,
-                **self.sync_options(),
-            )
+            settings: dict[str, Any] = {
+                "sync_id": self.sync_id,
+                "run_id": engine_run_id,
+                "mode": self.mode_default,
+                "dry_run": self.dry_run,
+                "max_failed_ratio": self.max_failed_ratio,
+                "chunk_size": self.chunk_size,
+                "batch_size": self.batch_size,
+                "resend_in_doubt": self.resend_in_doubt,
+                "max_rows_per_run": self.max_rows_per_run,
+                "max_runtime_s": self.max_runtime,
+                "lock_wait_s": self.lock_wait,
+                "lock_ttl_s": self.lock_ttl,
+                "check_primary_key": self.check_primary_key,
+                "log_retention_days": self.log_retention_days,
+            }
+            settings.update(self.sync_options())  # subclasses add (or override) their own options
+            options = SyncOptions(**settings)
         except SyncConfigError as exc:
             raise AirflowFailException(f"Attentive sync {self.sync_id!r} is misconfigured: {exc}") from None
         attentive = AttentiveHook(attentive_conn_id=self.attentive_conn_id)

@@ -73,7 +73,7 @@ class SyncOptions:
     allow_empty_source: bool = False
     max_rows_per_run: int | None = None
     max_runtime_s: float | None = None
-    lock_ttl_s: float = 600.0
+    lock_ttl_s: float = 300.0
     lock_wait_s: float = 60.0
     log_retention_days: int | None = 30
     progress_interval_s: float = 10.0
@@ -555,6 +555,7 @@ class SyncEngine:
                 key = self.obj.key_of(row)
                 if key is not None and key in members:
                     seen.add(key)
+            self._progress()  # also keeps the lock alive through a long scan
         return seen
 
     def _removal_limit(self, tracked: int) -> int:
