@@ -51,6 +51,48 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     "max_concurrency": _number_field(
         "Max concurrent requests", "Requests in flight at once per task. Default 64.", integer=True, minimum=1
     ),
+    "rate_limit_backend": {
+        "label": "Rate-limit backend",
+        "description": (
+            "Where the per-key rate budget lives. local (default): each task keeps to the limits on its own; "
+            "redis: every task using this key shares one budget in Redis (set the Redis URL); sql: shared "
+            "through a table on a SQL connection (set its connection id; suits low rates such as subscribe)."
+        ),
+        "schema": {"type": ["string", "null"], "enum": ["local", "redis", "sql", None]},
+    },
+    "rate_limit_redis_url": {
+        "label": "Rate-limit Redis URL",
+        "description": (
+            "For the redis backend: e.g. redis://redis:6379/2 (the Celery broker's Redis, another database "
+            "number). Only a fingerprint of the API key is stored there."
+        ),
+        "schema": {"type": ["string", "null"]},
+    },
+    "rate_limit_sql_conn_id": {
+        "label": "Rate-limit SQL connection id",
+        "description": (
+            "For the sql backend: a SQL connection every worker can reach (the sync state connection, say); "
+            "the table attentive_rate_limit is created there."
+        ),
+        "schema": {"type": ["string", "null"]},
+    },
+    "rate_limit_share": {
+        "label": "Rate-limit share (0-1]",
+        "description": (
+            "Fraction of each limit one task may use on its own. local backend: always (1/N when an Airflow "
+            "pool of N slots runs N tasks on this key). redis/sql: only while that backend is unreachable "
+            "(default 1 / the tasks recently seen on the key)."
+        ),
+        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1},
+    },
+    "allow_insecure_http": {
+        "label": "Allow plain http:// base URL",
+        "description": (
+            "Accept http:// to a non-loopback host, e.g. an emulator inside a docker network. The API key then "
+            "travels unencrypted: never for the real Attentive API."
+        ),
+        "schema": {"type": ["boolean", "null"]},
+    },
 }
 
 # Placeholders only work for host/password/login/schema/port: Airflow treats any other key (``description``

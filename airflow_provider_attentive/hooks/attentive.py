@@ -6,6 +6,7 @@ This is the only module under ``hooks/`` that imports Airflow; the transport it 
 from __future__ import annotations
 
 import math
+import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -13,7 +14,13 @@ from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
 from airflow_provider_attentive.get_provider_info import DEFAULT_BASE_URL, UI_FIELD_BEHAVIOUR
-from airflow_provider_attentive.hooks.transport import AttentiveTransport, Request, Result, TransportConfig
+from airflow_provider_attentive.hooks.transport import (
+    RATE_LIMIT_BACKENDS,
+    AttentiveTransport,
+    Request,
+    Result,
+    TransportConfig,
+)
 
 __all__ = ["AttentiveHook"]
 
@@ -44,6 +51,36 @@ def _coerce_number(conn_id: str, name: str, value: Any, *, integer: bool, minimu
     if not integer and number == 0:
         raise ValueError(f"Attentive connection {conn_id!r}: extra {name!r} must be greater than 0")
     return int(number) if integer else number
+
+
+def _coerce_bool(conn_id: str, name: str, value: Any) -> bool | None:
+    """Turn an extra into a bool; URI-form connections deliver ``"true"``/``"false"`` strings."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if not text:
+            return None
+        if text in ("true", "1", "yes", "on"):
+            return True
+        if text in ("false", "0", "no", "off"):
+            return False
+    elif isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"Attentive connection {conn_id!r}: extra {name!r} must be true or false, got {value!r}")
+
+
+def _coerce_text(conn_id: str, name: str, value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"Attentive connection {conn_id!r}: extra {name!r} must be a string, got {value!r}")
+    return value.strip()
+
+
+def rate_limit_sql_conn_id(conn_id: str, extra: Mapping[str, Any]) -> str | None:
+    """The ``rate_limit_sql_conn_id`` extra: the SQL connection holding the shared budget (backend "sql")."""
+    return _coerce_text(conn_id, "rate_limit_sql_conn_id", extra.get("rate_limit_sql_conn_id"))
 
 
 def config_from_connection(
@@ -81,6 +118,30 @@ def config_from_connection(
         value = _coerce_number(conn_id, name, extra.get(name), integer=True, minimum=1)
         if value is not None:
             kwargs[name] = int(value)
+    backend = _coerce_text(conn_id, "rate_limit_backend", extra.get("rate_limit_backend")) or "local"
+    if backend.lower() not in RATE_LIMIT_BACKENDS:
+        raise ValueError(
+            f"Attentive connection {conn_id!r}: extra 'rate_limit_backend' must be one of "
+            f"{', '.join(RATE_LIMIT_BACKENDS)}, got {extra.get('rate_limit_backend')!r}"
+        )
+    kwargs["rate_limit_backend"] = backend.lower()
+    kwargs["rate_limit_redis_url"] = _coerce_text(conn_id, "rate_limit_redis_url", extra.get("rate_limit_redis_url"))
+    share = _coerce_number(conn_id, "rate_limit_share", extra.get("rate_limit_share"), integer=False, minimum=0)
+    if share is not None:
+        if share > 1:
+            raise ValueError(
+                f"Attentive connection {conn_id!r}: extra 'rate_limit_share' must be a fraction in (0, 1] "
+                f"(1/N for N tasks sharing the key), got {extra.get('rate_limit_share')!r}"
+            )
+        kwargs["rate_limit_share"] = float(share)
+    insecure = _coerce_bool(conn_id, "allow_insecure_http", extra.get("allow_insecure_http"))
+    if insecure is not None:
+        kwargs["allow_insecure_http"] = insecure
+    if kwargs["rate_limit_backend"] == "sql" and rate_limit_sql_conn_id(conn_id, extra) is None:
+        raise ValueError(
+            f"Attentive connection {conn_id!r}: rate_limit_backend 'sql' needs the extra 'rate_limit_sql_conn_id' "
+            "(a SQL connection every worker can reach, such as the sync state connection)"
+        )
     try:
         return TransportConfig(base_url=base_url, api_key=password, rate_limits=rates, **kwargs)
     except ValueError as exc:
@@ -95,6 +156,13 @@ class AttentiveHook(BaseHook):
     concurrency declared in ``get_provider_info``. Requests are throttled per endpoint and retried as
     described in :mod:`airflow_provider_attentive.hooks.retry`; every method returns a
     :class:`~airflow_provider_attentive.hooks.transport.Result` instead of raising on HTTP errors.
+
+    Attentive's limits are per API key, so tasks in several processes that share a key should share one
+    budget: extra ``rate_limit_backend`` ``"redis"`` (with ``rate_limit_redis_url``) or ``"sql"`` (with
+    ``rate_limit_sql_conn_id``, a SQL connection this hook opens); see
+    :mod:`airflow_provider_attentive.hooks.shared_limit`. ``rate_limit_share`` scales the in-process
+    limits (local backend) or sets the fallback share during a backend outage; ``allow_insecure_http``
+    accepts ``http://`` to a non-loopback emulator.
     """
 
     conn_name_attr = "attentive_conn_id"
@@ -106,7 +174,9 @@ class AttentiveHook(BaseHook):
         super().__init__(**kwargs)
         self.attentive_conn_id = attentive_conn_id
         self._config: TransportConfig | None = None
+        self._sql_conn_id: str | None = None
         self._transport: AttentiveTransport | None = None
+        self._sql_limiter: Any = None
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -123,20 +193,71 @@ class AttentiveHook(BaseHook):
             extra = conn.extra_dejson
             if not isinstance(extra, Mapping):
                 raise ValueError(f"Attentive connection {self.attentive_conn_id!r}: extra must be a JSON object")
-            self._config = config_from_connection(self.attentive_conn_id, conn.host, conn.port, conn.password, extra)
+            config = config_from_connection(self.attentive_conn_id, conn.host, conn.port, conn.password, extra)
+            if config.rate_limit_redis_url:
+                password = urllib.parse.urlsplit(config.rate_limit_redis_url).password
+                if password:
+                    mask_secret(password)
+            self._sql_conn_id = rate_limit_sql_conn_id(self.attentive_conn_id, extra)
+            self._config = config
         return self._config
 
     def get_conn(self) -> AttentiveTransport:
-        """Return the (cached) transport for this connection."""
+        """Return the (cached) transport for this connection.
+
+        Raises ``ValueError`` when the connection is misconfigured and
+        :class:`~airflow_provider_attentive.hooks.shared_limit.RateLimitBackendUnavailable` when the shared
+        rate-limit backend (Redis or the SQL connection) cannot be reached.
+        """
         if self._transport is None:
-            self._transport = AttentiveTransport(self.config)
+            config = self.config
+            limiter = self._make_sql_limiter(config) if config.rate_limit_backend == "sql" else None
+            try:
+                self._transport = AttentiveTransport(config, limiter=limiter)
+            except BaseException:
+                if limiter is not None:
+                    limiter.close()
+                raise
+            self._sql_limiter = limiter
         return self._transport
 
+    def _make_sql_limiter(self, config: TransportConfig) -> Any:
+        from airflow.providers.common.sql.hooks.sql import DbApiHook
+
+        from airflow_provider_attentive.hooks.shared_limit import SqlRateLimiter
+
+        conn_id = self._sql_conn_id
+        assert conn_id is not None  # config_from_connection requires it for the "sql" backend
+        try:
+            db_hook = BaseHook.get_connection(conn_id).get_hook()
+        except Exception as exc:
+            raise ValueError(
+                f"Attentive connection {self.attentive_conn_id!r}: rate_limit_sql_conn_id {conn_id!r} "
+                f"cannot be used: {type(exc).__name__}: {exc}"
+            ) from None
+        if not isinstance(db_hook, DbApiHook):
+            raise ValueError(
+                f"Attentive connection {self.attentive_conn_id!r}: rate_limit_sql_conn_id {conn_id!r} has hook "
+                f"{type(db_hook).__name__}, which is not a SQL (DbApiHook) connection"
+            )
+        return SqlRateLimiter(
+            db_hook.get_conn,
+            base_url=config.base_url,
+            api_key=config.api_key,
+            rates=config.rates(),
+            share=config.rate_limit_share,
+            placeholder=db_hook.placeholder,
+            description=f"connection {conn_id!r}",
+        )
+
     def close(self) -> None:
-        """Close the transport, if one was created."""
+        """Close the transport (and the SQL rate limiter), if they were created."""
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+        if self._sql_limiter is not None:
+            self._sql_limiter.close()
+            self._sql_limiter = None
 
     def test_connection(self) -> tuple[bool, str]:
         """Call ``GET /v1/me`` and report whether the key works, without ever echoing the key."""

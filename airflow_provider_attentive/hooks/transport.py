@@ -23,7 +23,7 @@ import threading
 import time
 import urllib.parse
 import weakref
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar
@@ -37,6 +37,7 @@ from airflow_provider_attentive.hooks.retry import Decision, Outcome, RetryPolic
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "RATE_LIMIT_BACKENDS",
     "AttentiveTransport",
     "Outcome",
     "Request",
@@ -49,12 +50,34 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.attentivemobile.com"
+RATE_LIMIT_BACKENDS = ("local", "redis", "sql")
 _MAX_ERROR_TEXT = 500
 # Drop idle connections well before a typical load balancer does (60 s on AWS): reusing one the server
 # is closing fails in a way that looks like "the request may have arrived" and would make a
 # subscribe IN_DOUBT for nothing.
 _KEEPALIVE_S = 15.0
 _T = TypeVar("_T")
+
+
+def _default_limiter(config: TransportConfig, registry: LimiterRegistry | None) -> RateLimiter:
+    """The limiter ``config.rate_limit_backend`` asks for, when the caller did not pass one."""
+    if config.rate_limit_backend == "local":
+        return (registry or DEFAULT_REGISTRY).limiter_for(config.base_url, config.api_key, config.local_rates())
+    if config.rate_limit_backend == "redis":
+        from airflow_provider_attentive.hooks.shared_limit import RedisRateLimiter
+
+        assert config.rate_limit_redis_url is not None  # checked by TransportConfig
+        return RedisRateLimiter(
+            config.rate_limit_redis_url,
+            base_url=config.base_url,
+            api_key=config.api_key,
+            rates=config.rates(),
+            share=config.rate_limit_share,
+        )
+    raise ValueError(
+        f"rate_limit_backend {config.rate_limit_backend!r} needs a database connection: use AttentiveHook "
+        "(connection extra rate_limit_sql_conn_id) or pass limiter=SqlRateLimiter(...)"
+    )
 
 
 def _is_loopback(host: str) -> bool:
@@ -66,11 +89,12 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def normalize_base_url(value: str) -> str:
+def normalize_base_url(value: str, *, allow_insecure_http: bool = False) -> str:
     """Turn what a user typed into ``scheme://host[:port][/prefix]`` without a trailing ``/v1``.
 
     A bare host gets ``https://``. Plain ``http://`` is refused except for loopback hosts (a local
-    emulator), because the API key is sent in every request's headers.
+    emulator), because the API key is sent in every request's headers; ``allow_insecure_http`` accepts
+    it for any host (an emulator inside a private docker network; never the real API) with a warning.
     """
     raw = (value or "").strip()
     if not raw:
@@ -93,10 +117,17 @@ def normalize_base_url(value: str) -> str:
     except ValueError as exc:
         raise ValueError(f"the Attentive base URL {value!r} has an invalid port") from exc
     if scheme == "http" and not _is_loopback(host):
-        raise ValueError(
-            f"refusing plain http:// for {host}: the API key would travel unencrypted. Use https://; "
-            "plain http is only accepted for loopback hosts (127.0.0.1, ::1, localhost), "
-            "such as a local emulator"
+        if not allow_insecure_http:
+            raise ValueError(
+                f"refusing plain http:// for {host}: the API key would travel unencrypted. Use https://; "
+                "plain http is only accepted for loopback hosts (127.0.0.1, ::1, localhost), "
+                "such as a local emulator, or with the connection extra allow_insecure_http for an emulator "
+                "inside a private network"
+            )
+        log.warning(
+            "allow_insecure_http: sending the Attentive API key over plain http:// to %s; only acceptable for an "
+            "emulator inside a private network, never for the real API",
+            host,
         )
     path = parts.path.rstrip("/")
     if path.endswith("/v1"):
@@ -110,6 +141,14 @@ class TransportConfig:
 
     ``rate_limits`` overrides Attentive's published limit per endpoint name (see ``ENDPOINTS``), in
     requests per second; fractional values are allowed.
+
+    ``rate_limit_backend`` says where the budget lives: ``"local"`` (this process only, the default),
+    ``"redis"`` (shared through ``rate_limit_redis_url``) or ``"sql"`` (shared through a SQL table; the
+    caller passes the limiter, see :class:`~airflow_provider_attentive.hooks.shared_limit.SqlRateLimiter`).
+    ``rate_limit_share`` (0-1] is the fraction of each limit one process uses on its own: always with
+    ``"local"`` (1/N when N tasks share a key through an Airflow pool of N slots), and with a shared
+    backend only while that backend is unreachable (default there: 1 / the limiters seen on the key).
+    ``allow_insecure_http`` accepts ``http://`` to a non-loopback host (see :func:`normalize_base_url`).
     """
 
     base_url: str
@@ -122,9 +161,30 @@ class TransportConfig:
     backoff_max: float = 30.0
     max_throttle_s: float = 600.0
     user_agent: str = f"airflow-provider-attentive/{__version__}"
+    rate_limit_backend: str = "local"
+    rate_limit_redis_url: str | None = field(default=None, repr=False)
+    rate_limit_share: float | None = None
+    allow_insecure_http: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "base_url", normalize_base_url(self.base_url))
+        object.__setattr__(
+            self, "base_url", normalize_base_url(self.base_url, allow_insecure_http=bool(self.allow_insecure_http))
+        )
+        backend = (self.rate_limit_backend or "local").strip().lower()
+        if backend not in RATE_LIMIT_BACKENDS:
+            raise ValueError(
+                f"rate_limit_backend must be one of {', '.join(RATE_LIMIT_BACKENDS)}, got {self.rate_limit_backend!r}"
+            )
+        object.__setattr__(self, "rate_limit_backend", backend)
+        url = (self.rate_limit_redis_url or "").strip() or None
+        if backend == "redis" and url is None:
+            raise ValueError("rate_limit_backend 'redis' needs rate_limit_redis_url (e.g. redis://redis:6379/2)")
+        object.__setattr__(self, "rate_limit_redis_url", url)
+        if self.rate_limit_share is not None:
+            share = float(self.rate_limit_share)
+            if not 0 < share <= 1:
+                raise ValueError(f"rate_limit_share must be a fraction in (0, 1], got {self.rate_limit_share!r}")
+            object.__setattr__(self, "rate_limit_share", share)
         key = self.api_key.strip() if isinstance(self.api_key, str) else ""
         if not key:
             raise ValueError("the Attentive API key is empty")
@@ -151,6 +211,15 @@ class TransportConfig:
     def rate_for(self, endpoint_name: str) -> float:
         """Requests per second allowed on ``endpoint_name``: the override or Attentive's default."""
         return self.rate_limits.get(endpoint_name, get_endpoint(endpoint_name).default_rate)
+
+    def rates(self) -> dict[str, float]:
+        """:meth:`rate_for` of every endpoint: the whole key's budget, for a shared limiter."""
+        return {name: self.rate_for(name) for name in ENDPOINTS}
+
+    def local_rates(self) -> dict[str, float]:
+        """What the in-process limiter enforces: :meth:`rates` times ``rate_limit_share`` (if set)."""
+        share = self.rate_limit_share if self.rate_limit_share is not None else 1.0
+        return {name: rate * share for name, rate in self.rates().items()}
 
 
 @dataclass(frozen=True)
@@ -290,14 +359,19 @@ def _trace_extension(permit: Permit | None) -> dict[str, Any]:
     """An httpcore ``trace`` hook that tells the limiter when the request body has been written.
 
     That moment, after any connection set-up, is the closest we can observe to when Attentive counts
-    the request.
+    the request. A permit may also have an ``async before_send()``: it is awaited just before the request
+    headers are written (after any connection set-up), so a limiter can hold back a request that would
+    otherwise go out too late for its slot (the SQL backend does).
     """
     if permit is None:
         return {}
+    before_send = getattr(permit, "before_send", None)
 
     async def trace(event: str, info: dict[str, Any]) -> None:
         if event.endswith("send_request_body.complete"):
             permit.sent()
+        elif before_send is not None and event.endswith("send_request_headers.started"):
+            await before_send()
 
     return {"trace": trace}
 
@@ -324,6 +398,8 @@ class _Engine:
         self.thread.start()
         self._ready.wait()
         self.semaphore: asyncio.Semaphore
+        # Coroutine functions awaited on the loop at shutdown (a shared limiter's per-loop clients).
+        self.on_shutdown: list[Callable[[], Awaitable[Any]]] = []
         self._idle: list[httpx.AsyncClient] = []
         self._lanes: list[httpx.AsyncClient] = []
         # One TLS context for all lanes: building one loads the CA bundle, which takes milliseconds.
@@ -376,6 +452,11 @@ class _Engine:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for callback in self.on_shutdown:
+            try:
+                await asyncio.wait_for(callback(), timeout=5)
+            except Exception:
+                log.debug("error while closing the rate limiter", exc_info=True)
         await asyncio.gather(*(lane.aclose() for lane in self._lanes), return_exceptions=True)
 
     def stop(self) -> None:
@@ -398,9 +479,12 @@ class _Engine:
 class AttentiveTransport:
     """Sends requests to Attentive with auth, per-endpoint throttling and the retry policy.
 
-    Thread-safe. Transports in one process that share a base URL and API key share their limiters
-    (through ``registry``, the process-wide one by default), so two of them cannot exceed the budget
-    together. Pass ``limiter`` to plug in a cross-process backend instead.
+    Thread-safe. With ``rate_limit_backend = "local"``, transports in one process that share a base URL
+    and API key share their limiters (through ``registry``, the process-wide one by default), so two of
+    them cannot exceed the budget together. With ``"redis"`` the transport creates a
+    :class:`~airflow_provider_attentive.hooks.shared_limit.RedisRateLimiter` (raising
+    ``RateLimitBackendUnavailable`` if Redis does not answer) and closes it with the transport. Pass
+    ``limiter`` to plug in any other backend (required for ``"sql"``); the caller then closes it.
     """
 
     def __init__(
@@ -413,9 +497,11 @@ class AttentiveTransport:
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
+        self._owned_limiter: Any = None
         if limiter is None:
-            rates = {name: config.rate_for(name) for name in ENDPOINTS}
-            limiter = (registry or DEFAULT_REGISTRY).limiter_for(config.base_url, config.api_key, rates)
+            limiter = _default_limiter(config, registry)
+            if config.rate_limit_backend != "local":
+                self._owned_limiter = limiter
         self._limiter = limiter
         self._policy = policy or RetryPolicy(
             max_attempts=config.max_attempts,
@@ -454,6 +540,9 @@ class AttentiveTransport:
             if self._engine is None:
                 host = urllib.parse.urlsplit(self.config.base_url).netloc
                 engine = _Engine(self.config, name=f"attentive-transport-{host}")
+                aclose = getattr(self._owned_limiter, "aclose", None)
+                if aclose is not None:
+                    engine.on_shutdown.append(aclose)
                 self._engine = engine
                 self._finalizer = weakref.finalize(self, engine.stop)
             return self._engine
@@ -467,6 +556,12 @@ class AttentiveTransport:
             finalizer, self._finalizer = self._finalizer, None
         if finalizer is not None:
             finalizer()
+        close = getattr(self._owned_limiter, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                log.debug("error while closing the rate limiter", exc_info=True)
 
     def __enter__(self) -> AttentiveTransport:
         return self
