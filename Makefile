@@ -22,7 +22,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash scripts/ensure-packages.sh postgres browser compose redis
 	$(BIN)/ruff check .
-	ATTENTIVE_REQUIRE_POSTGRES=1 ATTENTIVE_REQUIRE_BROWSER=1 $(BIN)/python -m pytest
+	ATTENTIVE_REQUIRE_POSTGRES=1 ATTENTIVE_REQUIRE_BROWSER=1 ATTENTIVE_REQUIRE_REDIS=1 $(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/hook_throughput.py
 	$(BIN)/python benchmarks/emulator_throughput.py
 	$(BIN)/python benchmarks/unchanged_rerun.py --rows 1000000
+	$(BIN)/python benchmarks/parallel_syncs.py
 
 clean:
 	rm -rf $(VENV) .demo test-artifacts

@@ -51,7 +51,11 @@ DEFAULT_SMOOTHING = 1.0
 
 
 class Permit(Protocol):
-    """Handed out by :meth:`RateLimiter.acquire` for one request."""
+    """Handed out by :meth:`RateLimiter.acquire` for one request.
+
+    A permit may also define ``async before_send()``: the transport awaits it just before writing the request,
+    so a shared backend can take a new slot when the request would otherwise go out late.
+    """
 
     def sent(self) -> None:
         """The request has been written to the connection."""

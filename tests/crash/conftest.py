@@ -416,7 +416,8 @@ def launcher(emulator: EmulatorProcess, warehouse: Warehouse, fork_server: ForkS
 def in_doubt_bound(batch_size: int, max_concurrency: int = 8) -> int:
     """Most rows a crash can leave with an intent and no outcome (see docs/guarantees.md).
 
-    In flight: the transport pulls up to 2 x max_concurrency requests ahead; intents are written a whole batch
+    In flight: the transport pulls at most 2 x max_concurrency requests ahead (its look-ahead, half a second of
+    the endpoint's rate, never exceeds that); intents are written a whole batch
     at a time (so up to batch_size - 1 more than were pulled); outcomes are flushed once batch_size have
     accumulated (so up to batch_size - 1 answered rows not yet recorded).
     """

@@ -12,7 +12,7 @@ One module-wide stack on loopback, all against a throwaway AIRFLOW_HOME (SQLite 
 
 The tests form one scenario, in file order: look at the form, save a connection, test it (good key, then a
 wrong one), then run a sync. Screenshots go to ``test-artifacts/ui/`` on every run (one more at the end of
-every test, pass or fail); the form and a successful Test are copied to ``docs/`` for the README.
+every test, pass or fail); with ATTENTIVE_UPDATE_DOCS_SCREENSHOTS=1 the form and a successful Test are copied to ``docs/``.
 
 Without ``/usr/bin/chromium`` and ``/usr/bin/chromedriver`` (``scripts/ensure-packages.sh browser`` installs them) the
 module is skipped, unless ``ATTENTIVE_REQUIRE_BROWSER=1`` (set it in CI), in which case it fails.
@@ -344,7 +344,8 @@ def shot(driver: Any, name: str, element: WebElement | None = None, *, docs: str
         element.screenshot(str(path))
     else:
         driver.save_screenshot(str(path))
-    if docs:
+    # The README's screenshots are refreshed only on request, so a test run never dirties the work tree.
+    if docs and os.environ.get("ATTENTIVE_UPDATE_DOCS_SCREENSHOTS") == "1":
         DOCS.mkdir(exist_ok=True)
         shutil.copyfile(path, DOCS / docs)
     return path
@@ -496,7 +497,7 @@ def test_add_connection_form_shows_only_what_attentive_needs(stack: Stack, brows
             f"{label!r} is optional but the form marks it required"
         )
         assert hint in help_text(browser, element), f"{label!r} lacks its help text ({hint!r})"
-    shot(browser, "a2-form-extra-fields", form)
+    shot(browser, "a2-form-extra-fields", form, docs="connection-form-extra-fields.png")
     close_dialog(browser)
 
 

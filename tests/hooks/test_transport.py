@@ -444,10 +444,20 @@ def test_closing_send_many_early_cancels_the_rest(attentive_emulator: Emulator) 
         first = next(stream)
         stream.close()
         assert first.ok
-        assert pulled == 8
+        assert pulled == transport.look_ahead("attributes") == 8  # min(2 x max_concurrency, 1 s of 2/s + 4)
         time.sleep(1.5)
         assert endpoint_stats(attentive_emulator, "attributes")["requests"] == 1
         assert transport.request("me").ok  # still usable
+
+
+def test_look_ahead_is_about_one_second_of_the_rate(attentive_emulator: Emulator) -> None:
+    # What is pulled ahead is what a crash can leave in doubt: keep it to what the limit can start soon.
+    with make(attentive_emulator.url) as transport:
+        assert transport.look_ahead("attributes") == 128
+        assert transport.look_ahead("subscribe") == 14
+        assert transport.look_ahead("unsubscribe") == 9
+    with make(attentive_emulator.url, max_concurrency=8) as transport:
+        assert transport.look_ahead("attributes") == 16
 
 
 def test_close_stops_the_loop_thread(attentive_emulator: Emulator) -> None:
