@@ -633,7 +633,28 @@ def _decode_body(raw: bytes) -> Any:
 # ----------------------------------------------------------------------------------------------
 
 
-class Emulator:
+class _ClientHandle:
+    """The control client shared by :class:`Emulator` and :class:`EmulatorProcess` (created on first use)."""
+
+    url: str
+    _client: EmulatorClient | None = None
+
+    @property
+    def client(self) -> EmulatorClient:
+        """An :class:`EmulatorClient` bound to this emulator."""
+        if self._client is None:
+            from .client import EmulatorClient
+
+            self._client = EmulatorClient(self.url)
+        return self._client
+
+    def _close_client(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+class Emulator(_ClientHandle):
     """A local Attentive API served from a background thread with its own event loop.
 
     ``keys`` defaults to ``{"test-key": KeySpec()}`` (all scopes). Use as a context manager
@@ -678,15 +699,6 @@ class Emulator:
             raise RuntimeError("Emulator is not started")
         return self._server.url
 
-    @property
-    def client(self) -> EmulatorClient:
-        """An :class:`EmulatorClient` bound to this emulator (created on first use)."""
-        if self._client is None:
-            from .client import EmulatorClient
-
-            self._client = EmulatorClient(self.url)
-        return self._client
-
     def start(self, timeout: float = 10.0) -> Emulator:
         """Start serving; returns self once the socket is bound."""
         if self._thread is not None:
@@ -724,9 +736,7 @@ class Emulator:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop serving and join the background thread (idempotent)."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self._close_client()
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return
@@ -801,7 +811,7 @@ class Emulator:
                 return EmulatorProcess(proc, match.group(0))
 
 
-class EmulatorProcess:
+class EmulatorProcess(_ClientHandle):
     """A running emulator subprocess; stop it with :meth:`stop` or use as a context manager."""
 
     def __init__(self, process: subprocess.Popen[str], url: str) -> None:
@@ -809,19 +819,9 @@ class EmulatorProcess:
         self.url = url
         self._client: EmulatorClient | None = None
 
-    @property
-    def client(self) -> EmulatorClient:
-        if self._client is None:
-            from .client import EmulatorClient
-
-            self._client = EmulatorClient(self.url)
-        return self._client
-
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM the process and wait (SIGKILL after ``timeout``); returns the exit code."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self._close_client()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
