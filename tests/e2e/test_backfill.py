@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_attentive.emulator import ALL_SCOPES, Emulator, KeySpec
+from tests.postgres import pg_connect
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -52,7 +53,9 @@ def _warehouse(path: Path, first_day: dt.datetime) -> None:
 
 
 @pytest.fixture
-def airflow_stack(pg_database: dict[str, Any], tmp_path: Path) -> Iterator[tuple[dict[str, str], Any, dt.datetime]]:
+def airflow_stack(
+    pg_database: dict[str, Any], tmp_path: Path
+) -> Iterator[tuple[dict[str, str], Any, dt.datetime, dict[str, Any]]]:
     first_day = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=6)).replace(
         hour=0, minute=0, second=0, microsecond=0
     )
@@ -99,7 +102,7 @@ def airflow_stack(pg_database: dict[str, Any], tmp_path: Path) -> Iterator[tuple
             )
         ]
         try:
-            yield env, emu, first_day
+            yield env, emu, first_day, db
         finally:
             for p in procs:
                 p.terminate()
@@ -124,6 +127,21 @@ def _runs(env: dict[str, str]) -> list[dict[str, Any]]:
     return []
 
 
+def _open_backfills(db: dict[str, Any]) -> int:
+    """Backfills the scheduler has not yet marked complete.
+
+    The scheduler closes a backfill on its own timer (every 30 s in Airflow 3.3), not when its last run
+    finishes; until then `backfill create` for the same DAG is refused with AlreadyRunningBackfill.
+    """
+    conn = pg_connect(db)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM backfill WHERE completed_at IS NULL")
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
 def _wait(predicate: Any, timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -135,9 +153,9 @@ def _wait(predicate: Any, timeout: float, what: str) -> Any:
 
 
 def test_backfill_runs_each_interval_once_and_a_repeat_sends_nothing(
-    airflow_stack: tuple[dict[str, str], Any, dt.datetime],
+    airflow_stack: tuple[dict[str, str], Any, dt.datetime, dict[str, Any]],
 ) -> None:
-    env, emu, first_day = airflow_stack
+    env, emu, first_day, db = airflow_stack
     _wait(lambda: DAG_ID in _airflow(env, "dags", "list", "-o", "plain"), 120, "the DAG to be parsed")
     start = first_day + dt.timedelta(days=1)
     end = first_day + dt.timedelta(days=3)
@@ -168,6 +186,7 @@ def test_backfill_runs_each_interval_once_and_a_repeat_sends_nothing(
     assert len(days) == 3
 
     # An overlapping backfill that also reprocesses the completed days: only the new day's events go out.
+    _wait(lambda: _open_backfills(db) == 0, 120, "the scheduler to mark the first backfill complete")
     _airflow(
         env,
         "backfill",
