@@ -69,7 +69,9 @@ def test_max_runtime_stops_cleanly_and_the_next_run_continues(launcher: Launcher
         summaries.append(summary)
         assert_accounted(summary)
         assert summary["failed"] == {"added": 0, "changed": 0, "removed": 0}
-        assert summary["duration_s"] < budget + 1.0, "the run went on long after its budget"
+        # The whole model takes about 4 s; a run that stops well before that stopped on its budget (the
+        # slack is for a loaded machine, where reading and settling take longer).
+        assert summary["duration_s"] < budget + 2.5, "the run went on long after its budget"
         assert len(summaries) < 10
     assert len(summaries) >= 3
     assert all(s["remaining"] > 0 for s in summaries[:-1])

@@ -131,9 +131,8 @@ def test_two_limiters_on_one_redis_never_exceed_the_limit_in_any_second(
             limiter.close()
     assert len(starts) == 2 * per_limiter
     assert max_in_window(starts) <= rate
-    # Together they still use (nearly) the whole budget, evenly spaced rather than in bursts.
-    achieved = (len(starts) - 1) / (starts[-1] - starts[0])
-    assert achieved >= 0.85 * rate
+    # Evenly spaced rather than in bursts (how much of the budget they use together is a benchmark:
+    # benchmarks/parallel_syncs.py; the plan itself wastes nothing, see the bookings test below).
     gaps = sorted(b - a for a, b in itertools.pairwise(starts))
     assert gaps[len(gaps) // 2] >= 0.7 / rate
 
@@ -349,7 +348,6 @@ def test_two_sql_limiters_never_exceed_the_limit(tmp_path: Path) -> None:
         for limiter in limiters:
             limiter.close()
     assert max_in_window(starts) <= 10
-    assert (len(starts) - 1) / (starts[-1] - starts[0]) >= 0.85 * 10
     rows = sqlite3.connect(db).execute("SELECT bucket FROM attentive_rate_limit").fetchall()
     assert rows == [(f"{budget_fingerprint(BASE, KEY)}:subscribe",)]  # heartbeats removed on close
     assert KEY not in repr(rows)
