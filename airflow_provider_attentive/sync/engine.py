@@ -39,6 +39,7 @@ from airflow_provider_attentive.sync.objects import (
     ObjectType,
     Prepared,
     SubscriptionsType,
+    key_text,
 )
 from airflow_provider_attentive.sync.source import SqlSource
 from airflow_provider_attentive.sync.state import Intent, Outcome, StateRow, StateStore
@@ -549,10 +550,11 @@ class SyncEngine:
 
     def _scan_keys(self, members: set[str]) -> set[str]:
         seen: set[str] = set()
-        for _, rows in self.source.stream():
+        # Only the key column: the guards need nothing else, and a columnar warehouse bills by columns read.
+        for _, rows in self.source.stream(self.obj.columns[self.obj.pk_index]):
             self.summary.rows_read += len(rows)
-            for row in rows:
-                key = self.obj.key_of(row)
+            for (value,) in rows:
+                key = None if value is None else key_text(value)
                 if key is not None and key in members:
                     seen.add(key)
             self._progress()  # also keeps the lock alive through a long scan

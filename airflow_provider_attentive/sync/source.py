@@ -80,11 +80,18 @@ class SqlSource:
             return cur
         return self.conn.cursor()
 
-    def stream(self) -> Iterator[tuple[list[str], list[Sequence[Any]]]]:
-        """Yield ``(columns, rows)`` chunks; the first chunk may be empty when the model is empty."""
+    def stream(self, column: str | None = None) -> Iterator[tuple[list[str], list[Sequence[Any]]]]:
+        """Yield ``(columns, rows)`` chunks; the first chunk may be empty when the model is empty.
+
+        :param column: read only this column of the model (``SELECT column FROM (sql)``): a columnar warehouse
+            then scans one column instead of all of them.
+        """
+        sql = self.sql
+        if column is not None:
+            sql = f"SELECT {quote_identifier(column, self.conn)} FROM ({self.sql}) attentive_src"
         cur = self._cursor()
         try:
-            self._execute(cur, self.sql)
+            self._execute(cur, sql)
             first = True
             while True:
                 rows = cur.fetchmany(self.chunk_size)
@@ -111,17 +118,20 @@ class SqlSource:
             cur.close()
 
     def check_primary_key(self, column: str, *, sample: int = 5) -> None:
-        """Fail before anything is sent when the key column has NULLs or duplicates (checked in the warehouse)."""
+        """Fail before anything is sent when the key column has NULLs or duplicates (checked in the warehouse).
+
+        One query finds both: GROUP BY puts every NULL key in one group, sorted first.
+        """
         col = quote_identifier(column, self.conn)
-        wrapped_dupes = f"SELECT {col}, COUNT(*) FROM ({self.sql}) attentive_src GROUP BY {col} HAVING COUNT(*) > 1"
-        wrapped_nulls = f"SELECT COUNT(*) FROM ({self.sql}) attentive_src WHERE {col} IS NULL"
+        check = (
+            f"SELECT {col}, COUNT(*) FROM ({self.sql}) attentive_src GROUP BY {col} "
+            f"HAVING COUNT(*) > 1 OR {col} IS NULL ORDER BY CASE WHEN {col} IS NULL THEN 0 ELSE 1 END"
+        )
         cur = self.conn.cursor()
         try:
             try:
-                self._execute(cur, wrapped_nulls)
-                nulls = int(cur.fetchone()[0] or 0)
-                self._execute(cur, wrapped_dupes)
-                dupes = cur.fetchmany(sample)
+                self._execute(cur, check)
+                found = cur.fetchmany(sample + 1)
                 more = cur.fetchmany(1000)
             except Exception as exc:
                 _rollback(self.conn)
@@ -131,12 +141,14 @@ class SqlSource:
                 ) from exc
         finally:
             cur.close()
+        nulls = sum(int(r[1] or 0) for r in found if r[0] is None)
+        dupes = [r for r in found if r[0] is not None][:sample]
         problems = []
         if nulls:
             problems.append(f"{nulls} row(s) have a NULL {column}")
         if dupes:
             shown = ", ".join(f"{_show(r[0])} ({r[1]} rows)" for r in dupes)
-            total = len(dupes) + len(more)
+            total = len(found) - (1 if nulls else 0) + len(more)
             problems.append(f"{total}{'+' if len(more) == 1000 else ''} duplicate {column} value(s), e.g. {shown}")
         if problems:
             raise SourceDataError(
