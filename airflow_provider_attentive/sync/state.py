@@ -104,6 +104,7 @@ class StateStore:
         self.conn = conn
         self.p = placeholder
         ns = f"{schema}." if schema else ""
+        self.prefix = table_prefix
         self.state_table = f"{ns}{table_prefix}sync_state"
         self.log_table = f"{ns}{table_prefix}sync_log"
         self.lock_table = f"{ns}{table_prefix}sync_lock"
@@ -157,6 +158,18 @@ class StateStore:
                 self.conn.rollback()
                 if not self._exists(table):  # another process may have created it meanwhile
                     raise
+                continue
+            if table == self.state_table:
+                self._create_status_index()
+
+    def _create_status_index(self) -> None:
+        # Every run looks for its sync's pending and in-doubt rows; without an index that is a scan of all the
+        # sync's keys (seconds at ten million). Index names live in the table's schema, so no prefix here.
+        try:
+            self._execute(f"CREATE INDEX {self.prefix}sync_state_status ON {self.state_table} (sync_id, status)")
+            self.conn.commit()
+        except Exception:  # an optimisation only: a database that refuses it still works, just slower
+            self.conn.rollback()
 
     def tables_exist(self) -> bool:
         """True when the state table is there (a dry run reads state but never creates it)."""

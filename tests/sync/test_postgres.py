@@ -25,6 +25,7 @@ from airflow_provider_attentive.hooks.ratelimit import LimiterRegistry
 from airflow_provider_attentive.hooks.transport import AttentiveTransport, TransportConfig
 from airflow_provider_attentive.sync.errors import SourceDataError, SyncLockedError, TooManyFailures
 from airflow_provider_attentive.sync.objects import AttributesType, SubscriptionsType
+from airflow_provider_attentive.sync.state import StateStore
 from tests.postgres import pg_connect
 from tests.sync.conftest import RunSync, bodies, create_customers, ops, phone, request_count
 
@@ -471,3 +472,10 @@ def test_subscriptions_mirror_tracks_members_in_postgres(
     assert [r[0] for r in left] == sorted(phone(i) for i in (3, 9, 17, 25, 31))
     unsubscribed = [b["user"]["phone"] for b in bodies(attentive_emulator, "unsubscribe")]
     assert sorted(unsubscribed) == sorted(phone(i) for i in (3, 9, 17, 25, 31))
+
+
+def test_state_tables_in_a_schema_get_their_status_index(pg: Any) -> None:
+    execute(pg, "CREATE SCHEMA crm")
+    StateStore(pg, placeholder="%s", schema="crm").ensure_tables()
+    rows = query(pg, "SELECT schemaname, indexdef FROM pg_indexes WHERE indexname = 'attentive_sync_state_status'")
+    assert rows == [("crm", "CREATE INDEX attentive_sync_state_status ON crm.attentive_sync_state USING btree (sync_id, status)")]
