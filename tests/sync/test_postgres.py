@@ -478,4 +478,6 @@ def test_state_tables_in_a_schema_get_their_status_index(pg: Any) -> None:
     execute(pg, "CREATE SCHEMA crm")
     StateStore(pg, placeholder="%s", schema="crm").ensure_tables()
     rows = query(pg, "SELECT schemaname, indexdef FROM pg_indexes WHERE indexname = 'attentive_sync_state_status'")
-    assert rows == [("crm", "CREATE INDEX attentive_sync_state_status ON crm.attentive_sync_state USING btree (sync_id, status)")]
+    assert rows == [
+        ("crm", "CREATE INDEX attentive_sync_state_status ON crm.attentive_sync_state USING btree (sync_id, status)")
+    ]

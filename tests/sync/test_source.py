@@ -32,7 +32,9 @@ def test_an_attributes_run_executes_the_model_once_plus_one_key_check(
     conn, seen = traced(tmp_path / "w.db", "FROM customers")
     state = sqlite3.connect(tmp_path / "state.db")
     sql = "SELECT customer_id, phone, loyalty_tier FROM customers"
-    summary = run_sync(AttributesType(primary_key="customer_id", mapping=None, default_region=None), conn, sql, state_conn=state)
+    summary = run_sync(
+        AttributesType(primary_key="customer_id", mapping=None, default_region=None), conn, sql, state_conn=state
+    )
     assert summary["succeeded"]["added"] == 50
     scans = [s for s in seen if "WHERE 1 = 0" not in s]  # the column probe reads no rows
     assert len(seen) - len(scans) == 1
