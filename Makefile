@@ -22,11 +22,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash scripts/ensure-packages.sh postgres browser compose redis
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	ATTENTIVE_REQUIRE_POSTGRES=1 ATTENTIVE_REQUIRE_BROWSER=1 ATTENTIVE_REQUIRE_REDIS=1 $(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/hook_throughput.py

@@ -636,8 +636,12 @@ def _decode_body(raw: bytes) -> Any:
 class _ClientHandle:
     """The control client shared by :class:`Emulator` and :class:`EmulatorProcess` (created on first use)."""
 
-    url: str
     _client: EmulatorClient | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the emulated API, e.g. ``http://127.0.0.1:8089``."""
+        raise NotImplementedError
 
     @property
     def client(self) -> EmulatorClient:
@@ -816,8 +820,13 @@ class EmulatorProcess(_ClientHandle):
 
     def __init__(self, process: subprocess.Popen[str], url: str) -> None:
         self.process = process
-        self.url = url
+        self._url = url
         self._client: EmulatorClient | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the emulated API."""
+        return self._url
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM the process and wait (SIGKILL after ``timeout``); returns the exit code."""

@@ -137,20 +137,20 @@ class RetryPolicy:
 
     def backoff_s(self, failures: int, rng: random.Random | None = None) -> float:
         """Full-jitter backoff after the ``failures``-th failed attempt (1-based)."""
-        rng = rng or random
+        uniform = rng.uniform if rng is not None else random.uniform
         ceiling = min(self.backoff_max_s, self.backoff_base_s * 2 ** max(0, failures - 1))
-        return rng.uniform(0.0, ceiling)
+        return uniform(0.0, ceiling)
 
     def throttle_wait_s(
         self, retry_after: str | None, rng: random.Random | None = None, *, now: float | None = None
     ) -> float:
         """How long to wait after a 429: ``Retry-After`` if usable, else about a second, plus jitter."""
-        rng = rng or random
+        uniform = rng.uniform if rng is not None else random.uniform
         asked = parse_retry_after(retry_after, now=now)
         if asked is not None:
             # A little jitter so that many requests told to come back "in 1 s" do not all return at once.
-            return min(asked, self.max_throttle_s) + rng.uniform(0.0, 0.1)
-        return self.throttle_default_s + rng.uniform(0.0, self.throttle_jitter_s)
+            return min(asked, self.max_throttle_s) + uniform(0.0, 0.1)
+        return self.throttle_default_s + uniform(0.0, self.throttle_jitter_s)
 
     def after_status(
         self,

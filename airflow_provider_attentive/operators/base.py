@@ -108,7 +108,9 @@ class AttentiveSyncOperator(BaseOperator):
         self.attentive_conn_id = attentive_conn_id
         self.state_conn_id = state_conn_id
         self.default_region = default_region
-        self.dry_run = dry_run
+        # The public name; it shadows BaseOperator.dry_run(), a template-rendering helper that
+        # Airflow 3 itself never calls.
+        self.dry_run = dry_run  # type: ignore[method-assign,assignment]
         self.max_failed_ratio = max_failed_ratio
         self.parameters = parameters
         self.sql_hook_params = dict(sql_hook_params or {})
