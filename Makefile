@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/hook_throughput.py
 	$(BIN)/python benchmarks/emulator_throughput.py
 	$(BIN)/python benchmarks/unchanged_rerun.py --rows 1000000
+	$(BIN)/python benchmarks/unchanged_rerun.py --rows 200000 --changed 0.5
 	$(BIN)/python benchmarks/parallel_syncs.py
 
 clean:
