@@ -24,6 +24,9 @@ with DAG(
 ) as dag:
     AttentiveEventsOperator(
         task_id="order_shipped_events",
+        # Named explicitly: each event's externalEventId and the record of what was delivered belong to the
+        # sync_id, and the default (<dag_id>.<task_id>) would change if the DAG or task were renamed.
+        sync_id="order_shipped",
         sql="""
             SELECT order_id, phone, email, shipped_at, carrier, tracking_url
             FROM shipments

@@ -23,6 +23,9 @@ with DAG(
 ) as dag:
     AttentiveSubscriptionsOperator(
         task_id="vip_sms_list",
+        # Named explicitly: the default (<dag_id>.<task_id>) changes when the DAG or task is renamed, and a new
+        # sync_id starts from empty state, which would subscribe (and text) every member again.
+        sync_id="vip_sms_list",
         sql="SELECT phone, email, first_name FROM vip_members",
         sql_conn_id="warehouse",
         mode="mirror",
