@@ -18,11 +18,12 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow_provider_attentive.hooks.attentive import AttentiveHook
 from airflow_provider_attentive.sync.engine import SyncEngine, SyncOptions
 from airflow_provider_attentive.sync.errors import (
+    AttentiveAuthError,
+    RunStopped,
     SourceDataError,
     SyncAborted,
     SyncConfigError,
     SyncLockedError,
-    TooManyFailures,
 )
 from airflow_provider_attentive.sync.objects import ObjectType
 from airflow_provider_attentive.sync.source import SqlSource
@@ -222,11 +223,17 @@ class AttentiveSyncOperator(BaseOperator):
             )
             try:
                 summary = engine.run()
-            except TooManyFailures as exc:
+            except AttentiveAuthError as exc:
+                # A retry with the same key gets the same 401/403; the rows wait, as failed, for the next run.
+                self._publish(context, exc.summary)
+                raise AirflowFailException(f"Attentive sync {self.sync_id!r} stopped: {exc}") from None
+            except RunStopped as exc:  # too many failures, or Attentive unavailable: a later try may succeed
                 self._publish(context, exc.summary)
                 raise AirflowException(str(exc)) from None
             except (SyncConfigError, SourceDataError, SyncAborted) as exc:
-                # A retry cannot fix configuration, bad keys or a tripped guard: fail without retrying.
+                # A retry cannot fix configuration, bad keys or a tripped guard: fail without retrying. The
+                # summary still goes out (blocked_removals, say) for callbacks and alerting.
+                self._publish(context, engine.partial_summary())
                 raise AirflowFailException(f"Attentive sync {self.sync_id!r} stopped: {exc}") from None
             except SyncLockedError as exc:
                 raise AirflowException(str(exc)) from None

@@ -31,7 +31,15 @@ from typing import Any, Protocol
 
 from airflow_provider_attentive.hooks.transport import Outcome as HttpOutcome
 from airflow_provider_attentive.hooks.transport import Request, Result
-from airflow_provider_attentive.sync.errors import SyncAborted, SyncConfigError, SyncLockedError, TooManyFailures
+from airflow_provider_attentive.sync.errors import (
+    AttentiveAuthError,
+    AttentiveUnavailable,
+    RunStopped,
+    SyncAborted,
+    SyncConfigError,
+    SyncLockedError,
+    TooManyFailures,
+)
 from airflow_provider_attentive.sync.objects import (
     AttributesType,
     EventsType,
@@ -80,6 +88,9 @@ class SyncOptions:
     progress_interval_s: float = 10.0
     check_primary_key: bool = True
     dry_run_samples: int = 5
+    # A run whose last N requests all failed after their retries stops (circuit breaker): against an
+    # unreachable Attentive each row would otherwise cost max_attempts tries and backoff, hours for a big model.
+    max_consecutive_failures: int = 50
 
     def __post_init__(self) -> None:
         if not self.sync_id or len(self.sync_id) > 250:
@@ -167,6 +178,8 @@ class SyncEngine:
         self._sent = 0
         self._done = 0
         self._budget_hit = False
+        self._halt: RunStopped | None = None  # set when no further request can succeed; checked per batch
+        self._consecutive_failures = 0
         self._lock_holder = f"{options.run_id}:{uuid.uuid4().hex[:8]}"
         self._followups: list[Request] = []
         self._stats_start = self._stats_snapshot()
@@ -199,10 +212,11 @@ class SyncEngine:
                 self._check_removal_guards(len(members), len(members - seen), self.summary.rows_read)
                 self.summary.rows_read = 0
             seen_members = self._send_rows(members)
-            if members is not None:
+            if members is not None and self._halt is None:
                 self._mirror_removals(members, seen_members)
-            self._resolve_in_doubt()
-            self._send_followups()
+            if self._halt is None:
+                self._resolve_in_doubt()
+                self._send_followups()
             self._flush(force=True)
             if not opt.dry_run and opt.log_retention_days:
                 self.state.prune_log(
@@ -221,15 +235,23 @@ class SyncEngine:
                     self.state.release_lock(opt.sync_id, self._lock_holder)
         return self._finish()
 
-    def _finish(self) -> dict[str, Any]:
+    def partial_summary(self) -> dict[str, Any]:
+        """The summary so far, for a run that stopped with an error before it finished."""
         s = self.summary
         stats = self._stats_snapshot()
         s.requests = stats["requests"] - self._stats_start["requests"]
         s.retries = stats["retries"] - self._stats_start["retries"]
         s.throttled = stats["throttled"] - self._stats_start["throttled"]
         s.duration_s = time.monotonic() - self._started
-        result = s.as_dict()
+        return s.as_dict()
+
+    def _finish(self) -> dict[str, Any]:
+        s = self.summary
+        result = self.partial_summary()
         self.log.info("Attentive sync summary:\n%s", render_table(result))
+        if self._halt is not None:
+            self._halt.summary = result
+            raise self._halt
         invalid_ratio = s.invalid / s.rows_read if s.rows_read else 0.0
         attempted = s.total(s.succeeded) + s.total(s.failed)
         failed_ratio = s.total(s.failed) / attempted if attempted else 0.0
@@ -415,9 +437,26 @@ class SyncEngine:
             s.error(mask_key(item.pk), f"in doubt: {message}", result.status)
         else:
             s.failed[op] += 1
-            if result.outcome is HttpOutcome.REJECTED:
+            if result.status in (401, 403):
+                # The key or its permissions, not the row: record the row as failed so that the next run,
+                # with a fixed key, sends it; a rejected row would wait for its data to change.
+                status = HttpOutcome.FAILED.value
+                self._stop(AttentiveAuthError(_auth_message(result)))
+            elif result.outcome is HttpOutcome.REJECTED:
                 s.rejected += 1
             s.error(mask_key(item.pk), message or status, result.status)
+        if result.outcome is HttpOutcome.OK or result.outcome is HttpOutcome.REJECTED:
+            self._consecutive_failures = 0  # Attentive answered: it is up
+        else:
+            self._consecutive_failures += 1
+            if self._consecutive_failures >= self.opt.max_consecutive_failures:
+                self._stop(
+                    AttentiveUnavailable(
+                        f"Attentive looks unavailable: the last {self._consecutive_failures} requests all failed "
+                        f"after their retries (last: {message or status}). Stopped sending; what was sent is "
+                        "recorded and the rest goes out on the next run."
+                    )
+                )
         self._done += 1
         self._progress()
         self._outcomes.append(
@@ -590,11 +629,11 @@ class SyncEngine:
             return
         try:
             self._check_removal_guards(len(members), len(leaving), self.summary.rows_read)
-        except SyncAborted:
-            if self.opt.dry_run:
-                self.log.warning("a live run would stop here: removals are above the guard")
-                return
-            raise
+        except SyncAborted as exc:
+            if not self.opt.dry_run:
+                raise
+            # Go on listing who would be removed: that list is what the guard's message asks the user to check.
+            self.log.warning("a live run would stop here: %s", exc)
         obj = self.obj
         assert isinstance(obj, SubscriptionsType)
         pending: dict[str, _Pending] = {}
@@ -674,6 +713,9 @@ class SyncEngine:
         Called just before a batch's intents are written, when every earlier batch has been handed to the
         transport, so ``_sent`` is exact and a run never sends more than ``max_rows_per_run`` requests.
         """
+        if self._halt is not None:
+            self.summary.remaining += wanted
+            return 0
         allowed = 0 if self._budget_reached() else wanted
         if self.opt.max_rows_per_run is not None:
             allowed = min(allowed, max(0, self.opt.max_rows_per_run - self._sent))
@@ -690,6 +732,12 @@ class SyncEngine:
         ):
             self._stop_sending()
         return self._budget_hit
+
+    def _stop(self, error: RunStopped) -> None:
+        """No further request of this run can succeed: send no new batch, finish recording, then raise."""
+        if self._halt is None:
+            self._halt = error
+            self.log.error("%s", error)
 
     def _stop_sending(self) -> None:
         if self._budget_hit:
@@ -757,6 +805,19 @@ class SyncEngine:
             "retries": int(snap.get("retries", 0)),
             "throttled": int(snap.get("throttled", 0)),
         }
+
+
+def _auth_message(result: Result) -> str:
+    detail = f" ({result.error})" if result.error else ""
+    if result.status == 401:
+        return (
+            f"Attentive refused the API key (HTTP 401){detail}: fix the key in the Attentive connection. "
+            "Rows refused for this reason are recorded as failed and go out on the next run."
+        )
+    return (
+        f"the API key may not call {result.endpoint} (HTTP 403){detail}: give the custom app the permission this "
+        "sync needs in Attentive. Rows refused for this reason are recorded as failed and go out on the next run."
+    )
 
 
 def _identity(prepared: Prepared | None) -> str | None:

@@ -23,9 +23,24 @@ class SyncLockedError(SyncError):
     """Another run of the same sync holds the lock in the state store."""
 
 
-class TooManyFailures(SyncError):
+class RunStopped(SyncError):
+    """The run stopped with everything it did recorded; ``summary`` is the run's summary dict."""
+
+    def __init__(self, message: str, summary: dict | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary or {}
+
+
+class TooManyFailures(RunStopped):
     """More rows failed or were invalid than ``max_failed_ratio`` allows; everything was recorded first."""
 
-    def __init__(self, message: str, summary: dict) -> None:
-        super().__init__(message)
-        self.summary = summary
+
+class AttentiveAuthError(RunStopped):
+    """Attentive refused the API key (401) or its permissions (403): no request of this run can succeed.
+
+    The rows it touched are recorded as failed, not rejected, so the next run (with a fixed key) sends them.
+    """
+
+
+class AttentiveUnavailable(RunStopped):
+    """Too many requests in a row failed after all their retries: the run stopped instead of grinding on."""

@@ -99,10 +99,12 @@ def render_table(summary: dict[str, Any]) -> str:
     rows += [
         ("invalid", str(summary["invalid"])),
         ("rejected", str(summary["rejected"])),
+        # Counted in "unchanged": shown apart so that rows Attentive refused earlier do not pass for synced ones.
+        ("rejected before, not resent", str(summary.get("skipped_rejected", 0))),
         ("in doubt", str(summary["in_doubt"])),
         ("remaining", str(summary["remaining"])),
     ]
-    for name in ("stale", "ignored_changes", "already_subscribed", "blocked_removals"):
+    for name in ("stale", "ignored_changes", "already_subscribed", "shared_phones", "blocked_removals"):
         if name in summary:
             rows.append((name.replace("_", " "), str(summary[name])))
     rows += [
