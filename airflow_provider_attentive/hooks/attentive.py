@@ -83,6 +83,22 @@ def rate_limit_sql_conn_id(conn_id: str, extra: Mapping[str, Any]) -> str | None
     return _coerce_text(conn_id, "rate_limit_sql_conn_id", extra.get("rate_limit_sql_conn_id"))
 
 
+# Besides its own type, a connection without a type (a URI or JSON that names none) and Airflow's generic HTTP
+# types (a plain "https://:<key>@api.attentivemobile.com" URI, or an HTTP connection made in the UI before this
+# provider was installed) carry everything the hook reads: host, port, password and extras.
+_ACCEPTED_CONN_TYPES = frozenset({"attentive", "http", "https"})
+
+
+def check_conn_type(conn_id: str, conn_type: str | None) -> None:
+    """Refuse a connection of another kind (say the warehouse) before its missing API key hides the mix-up."""
+    kind = (conn_type or "").strip().lower().replace("-", "_")
+    if kind and kind not in _ACCEPTED_CONN_TYPES:
+        raise ValueError(
+            f"connection {conn_id!r} is of type {conn_type!r}, not 'attentive': attentive_conn_id must name an "
+            "Attentive connection"
+        )
+
+
 def config_from_connection(
     conn_id: str,
     host: str | None,
@@ -188,6 +204,7 @@ class AttentiveHook(BaseHook):
         """The transport settings read from the connection (read once, then cached)."""
         if self._config is None:
             conn = self.get_connection(self.attentive_conn_id)
+            check_conn_type(self.attentive_conn_id, conn.conn_type)
             if conn.password:
                 mask_secret(conn.password)
             extra = conn.extra_dejson

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -30,12 +31,85 @@ def quote_identifier(name: str, conn: Any) -> str:
 
 
 def strip_sql(sql: str) -> str:
+    """The model without the statement terminators that would break it as a subquery.
+
+    A ``;`` is dropped even when comments follow it (``SELECT ...;`` then a ``-- end of model`` line). The
+    comments themselves stay: they are harmless inside the newline-delimited wrappers and may tag the query in
+    the warehouse's history.
+    """
     text = sql.strip()
-    while text.endswith(";"):
-        text = text[:-1].rstrip()
-    if not text:
-        raise SyncConfigError("sql is empty")
-    return text
+    while True:
+        end = _code_end(text)
+        if end == 0:
+            raise SyncConfigError("sql is empty")
+        if end is None:
+            # Quoting we cannot read with certainty: only a terminator at the very end is safe to remove.
+            if not text.endswith(";"):
+                return text
+            end = len(text)
+        elif text[end - 1] != ";":
+            return text
+        text = (text[: end - 1].rstrip() + text[end:]).strip()
+
+
+_DOLLAR_QUOTE = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
+
+
+def _code_end(sql: str) -> int | None:
+    """Index just past the last character of ``sql`` that is not whitespace or part of a comment.
+
+    Standard SQL doubles a quote inside a string while MySQL (and PostgreSQL ``E''`` strings) also accept a
+    backslash escape. The text is read both ways and an answer is trusted only when both agree, so that a ``--``
+    or ``;`` inside a string literal is not taken for a comment or a terminator whatever the dialect. ``None``
+    when the two disagree or the text ends inside a string or a comment.
+    """
+    ends = {_scan_code_end(sql, backslash_escapes=b) for b in (False, True)}
+    return ends.pop() if len(ends) == 1 else None
+
+
+def _scan_code_end(sql: str, *, backslash_escapes: bool) -> int | None:
+    end = 0
+    i = 0
+    n = len(sql)
+    while i < n:
+        ch = sql[i]
+        if sql.startswith("--", i):
+            newline = sql.find("\n", i)
+            i = n if newline < 0 else newline + 1
+        elif sql.startswith("/*", i):
+            close = sql.find("*/", i + 2)
+            if close < 0:
+                return None
+            i = close + 2
+        elif ch in "'\"`":
+            j = i + 1
+            while j < n:
+                if backslash_escapes and sql[j] == "\\":
+                    j += 2
+                elif sql[j] == ch:
+                    if sql.startswith(ch, j + 1):  # a doubled quote stands for one quote
+                        j += 2
+                    else:
+                        break
+                else:
+                    j += 1
+            if j >= n:
+                return None
+            i = end = j + 1
+        elif ch == "$" and (i == 0 or not (sql[i - 1].isalnum() or sql[i - 1] == "_")):
+            tag = _DOLLAR_QUOTE.match(sql, i)
+            if tag is None:
+                i = end = i + 1
+            else:
+                close = sql.find(tag.group(), tag.end())
+                if close < 0:
+                    return None
+                i = end = close + len(tag.group())
+        else:
+            if not ch.isspace():
+                end = i + 1
+            i += 1
+    return end
 
 
 class SqlSource:
@@ -88,7 +162,7 @@ class SqlSource:
         """
         sql = self.sql
         if column is not None:
-            sql = f"SELECT {quote_identifier(column, self.conn)} FROM ({self.sql}) attentive_src"
+            sql = f"SELECT {quote_identifier(column, self.conn)} FROM {self._subquery()}"
         cur = self._cursor()
         try:
             self._execute(cur, sql)
@@ -107,12 +181,27 @@ class SqlSource:
             with contextlib.suppress(Exception):
                 cur.close()
 
+    def _subquery(self) -> str:
+        # Newlines around the model: a trailing ``-- comment`` would otherwise swallow the closing parenthesis.
+        return f"(\n{self.sql}\n) attentive_src"
+
     def columns(self) -> list[str]:
-        """The model's column names, without reading its rows."""
+        """The model's column names, without reading its rows.
+
+        This is the model's first run, so a model that cannot run at all (a misspelt table, a syntax error) is
+        reported here as :class:`SyncConfigError`: retrying the task would not fix it.
+        """
         cur = self.conn.cursor()
         try:
-            self._execute(cur, f"SELECT * FROM ({self.sql}) attentive_src WHERE 1 = 0")
-            cur.fetchall()
+            try:
+                self._execute(cur, f"SELECT * FROM {self._subquery()} WHERE 1 = 0")
+                cur.fetchall()
+            except Exception as exc:
+                _rollback(self.conn)
+                raise SyncConfigError(
+                    "could not run the model: the sql must be a single SELECT that can be used as a subquery "
+                    f"({type(exc).__name__}: {str(exc)[:300]})"
+                ) from exc
             return _columns(cur)
         finally:
             cur.close()
@@ -124,7 +213,7 @@ class SqlSource:
         """
         col = quote_identifier(column, self.conn)
         check = (
-            f"SELECT {col}, COUNT(*) FROM ({self.sql}) attentive_src GROUP BY {col} "
+            f"SELECT {col}, COUNT(*) FROM {self._subquery()} GROUP BY {col} "
             f"HAVING COUNT(*) > 1 OR {col} IS NULL ORDER BY CASE WHEN {col} IS NULL THEN 0 ELSE 1 END"
         )
         cur = self.conn.cursor()

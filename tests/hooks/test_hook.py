@@ -134,6 +134,36 @@ def test_uri_form_extras_are_coerced(
     assert hook.get_me().ok
 
 
+def test_a_connection_of_another_type_is_named_as_such(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    key = "sk_live_OTHER_" + uuid.uuid4().hex
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_WAREHOUSE", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "w.db"), "password": key})
+    )
+    with pytest.raises(ValueError) as info:
+        _ = AttentiveHook("warehouse").config
+    assert str(info.value).startswith("connection 'warehouse' is of type 'sqlite', not 'attentive'")
+    assert key not in str(info.value)
+    ok, message = AttentiveHook("warehouse").test_connection()
+    assert not ok and "is of type 'sqlite'" in message and key not in message
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        # No type at all, and Airflow's generic HTTP types, carry the same fields and keep working.
+        json.dumps({"host": "https://attentive.example", "password": "k"}),
+        "https://:k@attentive.example",
+        json.dumps({"conn_type": "http", "host": "https://attentive.example", "password": "k"}),
+    ],
+)
+def test_untyped_and_http_connections_are_accepted(
+    monkeypatch: pytest.MonkeyPatch, hook_factory: Any, uri: str
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_ATTENTIVE_LOOSE", uri)
+    config = hook_factory("attentive_loose").config
+    assert (config.base_url, config.api_key) == ("https://attentive.example", "k")
+
+
 def test_uri_form_host_and_port(monkeypatch: pytest.MonkeyPatch, hook_factory: Any) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_ATTENTIVE_PORT", "attentive://:k@attentive.example:8443")
     assert hook_factory("attentive_port").config.base_url == "https://attentive.example:8443"

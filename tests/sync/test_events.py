@@ -181,3 +181,51 @@ def test_event_configuration_errors(warehouse: sqlite3.Connection, run_sync: Run
         run_sync(events(event_type=None), warehouse, ALL)
     with pytest.raises(SyncConfigError, match="not an event field"):
         run_sync(events(mapping={"phone": "phone", "carrier": "carrier"}), warehouse, ALL)
+
+
+def test_epoch_timestamps_stored_as_digits_or_numbers(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    # No declared type: SQLite keeps each value's own type, text digits as text and numbers as numbers.
+    warehouse.execute("CREATE TABLE ev (id INTEGER, phone TEXT, ts)")
+    rows: list[tuple[int, str, Any]] = [
+        (1, phone(1), "1795735919"),  # seconds as text, as SQLite stores them from a TEXT source
+        (2, phone(2), " 1795735919123 "),  # milliseconds as text
+        (3, phone(3), 1795735919),  # seconds as an integer
+        (4, phone(4), 1795735919123),  # milliseconds as an integer
+        (5, phone(5), 1795735919.5),  # fractional seconds
+        (6, phone(6), "123456789"),  # 9 digits: seconds (1973)
+        (7, phone(7), "20261126"),  # 8 digits of text: an ISO 8601 basic date, not an epoch
+        (8, phone(8), "17957359191"),  # 11 digits: seconds or milliseconds? refused, not guessed
+        (9, phone(9), 20261126),  # 8 digits as a number: a date written as a number, refused
+        (10, phone(10), "12345"),
+        (11, phone(11), -1795735919),
+    ]
+    warehouse.executemany("INSERT INTO ev VALUES (?, ?, ?)", rows)
+    warehouse.commit()
+    summary = run_sync(
+        events(primary_key="id", mapping={"phone": "phone", "ts": "timestamp"}),
+        warehouse,
+        "SELECT * FROM ev",
+        max_failed_ratio=1,
+    )
+    assert summary["succeeded"]["added"] == 7 and summary["invalid"] == 4
+    sent = {body["user"]["phone"]: body["occurredAt"] for body in bodies(attentive_emulator, "events")}
+    assert sent == {
+        phone(1): "2026-11-26T23:31:59.000Z",
+        phone(2): "2026-11-26T23:31:59.123Z",
+        phone(3): "2026-11-26T23:31:59.000Z",
+        phone(4): "2026-11-26T23:31:59.123Z",
+        phone(5): "2026-11-26T23:31:59.500Z",
+        phone(6): "1973-11-29T21:33:09.000Z",
+        phone(7): "2026-11-26T00:00:00.000Z",
+    }
+    reasons = {e["key"]: e["reason"] for e in summary["errors"]}
+    assert set(reasons) == {"8", "9", "10", "11"}
+    assert reasons["8"] == (
+        "timestamp '17957359191' is a number but not a Unix epoch time: it is 11 digits long, while epoch "
+        "seconds have 9 or 10 digits and epoch milliseconds 12 or 13; send other dates as ISO 8601 text or a "
+        "date/time column"
+    )
+    assert "'20261126'" in reasons["9"] and "8 digits long" in reasons["9"]
+    assert "5 digits long" in reasons["10"] and "it is negative" in reasons["11"]

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from airflow_provider_attentive.emulator import Emulator
-from airflow_provider_attentive.sync.errors import SourceDataError
+from airflow_provider_attentive.sync.errors import SourceDataError, SyncConfigError
 from airflow_provider_attentive.sync.objects import AttributesType
-from airflow_provider_attentive.sync.source import SqlSource
-from tests.sync.conftest import RunSync, create_customers
+from airflow_provider_attentive.sync.source import SqlSource, strip_sql
+from tests.postgres import pg_connect
+from tests.sync.conftest import RunSync, create_customers, phone
 from tests.sync.test_subscriptions import set_members, subs
 
 
@@ -61,7 +63,7 @@ def test_a_mirror_guard_scan_reads_only_the_key_column(
     assert summary["succeeded"]["added"] == 2 and summary["succeeded"]["removed"] == 2
     assert summary["rows_read"] == 20  # the guard scan is not counted twice
     guard = [s for s in seen if s.startswith('SELECT "phone" FROM (')]
-    assert guard == [f'SELECT "phone" FROM ({sql}) attentive_src'], seen
+    assert guard == [f'SELECT "phone" FROM (\n{sql}\n) attentive_src'], seen
     assert len(seen) == 4  # probe, key check, guard scan (one column), stream
 
 
@@ -103,3 +105,101 @@ def test_a_unique_key_passes() -> None:
     conn.execute("INSERT INTO t VALUES (9)")
     with pytest.raises(SourceDataError):
         SqlSource(conn, "SELECT id FROM t").check_primary_key("id")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT customer_id, phone, loyalty_tier FROM customers -- loyalty model",
+        "SELECT customer_id, phone, loyalty_tier FROM customers;\n-- end of model\n",
+        "SELECT customer_id, phone, loyalty_tier FROM customers; /* end */ -- of model",
+        "/* loyalty */ SELECT customer_id, phone, loyalty_tier FROM customers;;",
+    ],
+)
+def test_a_model_ending_in_comments_or_a_semicolon_syncs(
+    warehouse: sqlite3.Connection, run_sync: RunSync, attentive_emulator: Emulator, sql: str
+) -> None:
+    create_customers(warehouse, 3)
+    summary = run_sync(AttributesType(primary_key="customer_id", mapping=None, default_region=None), warehouse, sql)
+    assert summary["succeeded"]["added"] == 3 and summary["invalid"] == 0
+    assert attentive_emulator.client.attributes()[phone(2)] == {"loyalty_tier": "gold"}
+
+
+def test_dashes_and_semicolons_inside_string_literals_are_kept(
+    warehouse: sqlite3.Connection, run_sync: RunSync, attentive_emulator: Emulator
+) -> None:
+    create_customers(warehouse, 2)
+    sql = "SELECT customer_id, phone, '--x;' AS note, 'a '';-- b' AS quoted FROM customers -- notes;"
+    summary = run_sync(AttributesType(primary_key="customer_id", mapping=None, default_region=None), warehouse, sql)
+    assert summary["succeeded"]["added"] == 2
+    assert attentive_emulator.client.attributes()[phone(1)] == {"note": "--x;", "quoted": "a ';-- b"}
+
+
+@pytest.mark.parametrize(
+    ("sql", "kept"),
+    [
+        ("SELECT a FROM t;\n-- end of model\n", "SELECT a FROM t\n-- end of model"),
+        ("SELECT a FROM t; -- end; /* x */", "SELECT a FROM t -- end; /* x */"),
+        ("SELECT a FROM t ; /* one */ ; -- two", "SELECT a FROM t /* one */ -- two"),
+        ("SELECT '--;' AS a FROM t", "SELECT '--;' AS a FROM t"),
+        ('SELECT "x--;" FROM t;', 'SELECT "x--;" FROM t'),
+        ("SELECT $$ -- ; $$ AS a;", "SELECT $$ -- ; $$ AS a"),
+        # Read with backslash escapes (MySQL) the string runs to the last quote: the trailing ; is dropped.
+        ("SELECT 'a\\' -- ' ;", "SELECT 'a\\' -- '"),
+    ],
+)
+def test_strip_sql_drops_terminators_but_keeps_strings_and_comments(sql: str, kept: str) -> None:
+    assert strip_sql(sql) == kept
+
+
+@pytest.mark.parametrize("sql", ["", " ;; ", "-- nothing here\n", "/* nor here */ ;"])
+def test_a_model_of_only_comments_and_semicolons_is_empty(sql: str) -> None:
+    with pytest.raises(SyncConfigError, match="sql is empty"):
+        strip_sql(sql)
+
+
+def test_a_model_that_cannot_run_is_a_config_error_naming_the_driver_error(
+    warehouse: sqlite3.Connection, run_sync: RunSync, attentive_emulator: Emulator
+) -> None:
+    create_customers(warehouse, 2)
+    with pytest.raises(SyncConfigError) as info:
+        run_sync(
+            AttributesType(primary_key="customer_id", mapping=None, default_region=None),
+            warehouse,
+            "SELECT customer_id, phone, loyalty_tier FROM custmers",
+        )
+    assert str(info.value).startswith("could not run the model: ")
+    assert str(info.value).endswith("(OperationalError: no such table: custmers)")
+    assert attentive_emulator.client.stats()["endpoints"]["attributes"]["requests"] == 0
+    # Rolled back: the connection still serves the corrected model.
+    summary = run_sync(
+        AttributesType(primary_key="customer_id", mapping=None, default_region=None),
+        warehouse,
+        "SELECT customer_id, phone, loyalty_tier FROM customers",
+    )
+    assert summary["succeeded"]["added"] == 2
+
+
+@pytest.mark.postgres
+def test_postgres_streams_a_commented_model_and_recovers_from_a_typo(
+    pg_database: dict[str, Any], run_sync: RunSync, attentive_emulator: Emulator
+) -> None:
+    """PostgreSQL reads the model through a server-side cursor, and an error aborts the transaction of the
+    connection the state shares: after the failed probe the same connection must still serve the next run."""
+    conn = pg_connect(pg_database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE customers (customer_id INTEGER, phone TEXT, loyalty_tier TEXT)")
+            cur.executemany("INSERT INTO customers VALUES (%s, %s, 'gold')", [(i, phone(i)) for i in range(3)])
+        conn.commit()
+        obj = AttributesType(primary_key="customer_id", mapping=None, default_region=None)
+        with pytest.raises(SyncConfigError, match=r"could not run the model: .*custmers"):
+            run_sync(obj, conn, "SELECT customer_id, phone, loyalty_tier FROM custmers", placeholder="%s")
+        sql = "SELECT customer_id, phone, loyalty_tier FROM customers; -- loyalty model\n/* end */"
+        summary = run_sync(
+            AttributesType(primary_key="customer_id", mapping=None, default_region=None), conn, sql, placeholder="%s"
+        )
+        assert summary["succeeded"]["added"] == 3
+        assert attentive_emulator.client.attributes()[phone(2)] == {"loyalty_tier": "gold"}
+    finally:
+        conn.close()

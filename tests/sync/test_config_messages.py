@@ -1,0 +1,114 @@
+"""Configuration errors name the real problem: which columns the model has and how they are matched."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Callable
+
+import pytest
+
+from airflow_provider_attentive.emulator import Emulator
+from airflow_provider_attentive.sync.errors import SyncConfigError
+from airflow_provider_attentive.sync.objects import AttributesType, EventsType, ObjectType, SubscriptionsType
+from tests.sync.conftest import RunSync, phone
+from tests.sync.test_subscriptions import subs
+
+SQL = 'SELECT "Customer ID", "Phone Number", "Loyalty Tier" FROM crm'
+COLUMNS = "['Customer ID', 'Phone Number', 'Loyalty Tier']"
+MakeType = Callable[[dict[str, str] | None], ObjectType]
+
+
+@pytest.fixture
+def crm(warehouse: sqlite3.Connection) -> sqlite3.Connection:
+    warehouse.execute('CREATE TABLE crm ("Customer ID" INTEGER, "Phone Number" TEXT, "Loyalty Tier" TEXT)')
+    warehouse.execute("INSERT INTO crm VALUES (1, ?, 'gold')", (phone(1),))
+    warehouse.commit()
+    return warehouse
+
+
+def attributes(mapping: dict[str, str] | None) -> AttributesType:
+    return AttributesType(primary_key="Customer ID", mapping=mapping, default_region=None)
+
+
+def events(mapping: dict[str, str] | None) -> EventsType:
+    return EventsType(
+        sync_id="test.sync", event_type="Tier Changed", primary_key="Customer ID", mapping=mapping, default_region=None
+    )
+
+
+def subscriptions(mapping: dict[str, str] | None) -> SubscriptionsType:
+    return subs(primary_key="Customer ID", mapping=mapping)
+
+
+def config_error(run_sync: RunSync, obj: ObjectType, conn: sqlite3.Connection, sql: str = SQL) -> str:
+    with pytest.raises(SyncConfigError) as info:
+        run_sync(obj, conn, sql)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("make", [attributes, events], ids=["attributes", "events"])
+def test_no_identifier_with_default_mapping_lists_the_columns_and_the_naming_rule(
+    crm: sqlite3.Connection, run_sync: RunSync, attentive_emulator: Emulator, make: MakeType
+) -> None:
+    message = config_error(run_sync, make(None), crm)
+    assert f"the model's columns are {COLUMNS}" in message
+    assert "with mapping=None columns are matched by name" in message
+    assert "phone, email or client_user_id" in message
+    assert "mapping={'Phone Number': 'phone', ...}" in message
+
+
+def test_the_suggested_identifier_is_an_email_column_when_there_is_no_phone(
+    warehouse: sqlite3.Connection, run_sync: RunSync, attentive_emulator: Emulator
+) -> None:
+    warehouse.execute('CREATE TABLE crm ("Customer ID" INTEGER, "E-Mail Address" TEXT, "Tier" TEXT)')
+    warehouse.commit()
+    message = config_error(run_sync, attributes(None), warehouse, "SELECT * FROM crm")
+    assert "['Customer ID', 'E-Mail Address', 'Tier']" in message
+    assert "mapping={'E-Mail Address': 'email', ...}" in message
+
+
+@pytest.mark.parametrize(
+    ("make", "tier"), [(attributes, "tier"), (events, "properties.tier")], ids=["attributes", "events"]
+)
+def test_no_identifier_in_an_explicit_mapping_lists_the_columns(
+    crm: sqlite3.Connection, run_sync: RunSync, attentive_emulator: Emulator, make: MakeType, tier: str
+) -> None:
+    message = config_error(run_sync, make({"Loyalty Tier": tier}), crm)
+    assert "the mapping sends none to phone, email or client_user_id" in message
+    assert COLUMNS in message
+    assert "mapping=None" not in message
+
+
+def test_subscriptions_without_a_phone_column_list_the_columns(
+    crm: sqlite3.Connection, run_sync: RunSync, attentive_emulator: Emulator
+) -> None:
+    message = config_error(run_sync, subscriptions(None), crm)
+    assert message.startswith("subscriptions need a phone column: ")
+    assert f"the model's columns are {COLUMNS}" in message
+    assert "with mapping=None columns are matched by name" in message
+    assert message.endswith("mapping={'Phone Number': 'phone'}")
+    message = config_error(run_sync, subscriptions({"Loyalty Tier": "first_name"}), crm)
+    assert "the mapping sends none to 'phone'" in message and COLUMNS in message
+
+
+def test_the_suggested_mapping_works(crm: sqlite3.Connection, run_sync: RunSync, attentive_emulator: Emulator) -> None:
+    message = config_error(run_sync, subscriptions(None), crm)
+    suggested = re.search(r"mapping=(\{.*\})$", message)
+    assert suggested is not None
+    mapping = {"Phone Number": "phone"}
+    assert suggested.group(1) == repr(mapping)
+    summary = run_sync(subscriptions(mapping), crm, SQL, mode="add")
+    assert summary["succeeded"]["added"] == 1
+
+
+def test_a_wide_model_is_listed_in_part(
+    warehouse: sqlite3.Connection, run_sync: RunSync, attentive_emulator: Emulator
+) -> None:
+    names = ["id", *(f"c{i}" for i in range(60))]
+    warehouse.execute(f"CREATE TABLE wide ({', '.join(f'{n} TEXT' for n in names)})")
+    warehouse.commit()
+    message = config_error(
+        run_sync, AttributesType(primary_key="id", mapping=None, default_region=None), warehouse, "SELECT * FROM wide"
+    )
+    assert "'c38', ... (21 more)]" in message and "'c39'" not in message
