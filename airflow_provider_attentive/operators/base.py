@@ -116,6 +116,7 @@ class AttentiveSyncOperator(BaseOperator):
         self.parameters = parameters
         self.sql_hook_params = dict(sql_hook_params or {})
         self.sync_id = sync_id or f"{self.dag_id}.{self.task_id}"
+        self._sync_id_given = bool(sync_id)
         self.state_table_prefix = state_table_prefix
         self.state_schema = state_schema
         self.allow_sensitive_columns = list(allow_sensitive_columns)
@@ -161,6 +162,15 @@ class AttentiveSyncOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         ti = context.get("ti")
+        map_index = getattr(ti, "map_index", -1)
+        if isinstance(map_index, int) and map_index >= 0 and not self._sync_id_given:
+            # Every mapped instance would share <dag_id>.<task_id>: one state for several models, so each
+            # mirror would unsubscribe the others' members. A map index is no name either: it shifts when the
+            # expanded list changes.
+            raise AirflowFailException(
+                f"{self.task_id} is a mapped task: give each mapped instance its own sync_id, e.g. "
+                ".partial(...).expand_kwargs([{'sql': ..., 'sync_id': 'vip_list'}, ...]); nothing was sent"
+            )
         run_id = str(context.get("run_id") or getattr(context.get("dag_run"), "run_id", "manual"))
         try_number = getattr(ti, "try_number", None)
         engine_run_id = f"{run_id}#{try_number}" if try_number else run_id

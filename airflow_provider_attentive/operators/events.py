@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_attentive.operators.base import AttentiveSyncOperator
 from airflow_provider_attentive.sync.objects import EventsType, ObjectType
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 
 class AttentiveEventsOperator(AttentiveSyncOperator):
@@ -39,3 +42,17 @@ class AttentiveEventsOperator(AttentiveSyncOperator):
             default_region=self.default_region,
             allow_sensitive=self.allow_sensitive_columns,
         )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        summary = super().execute(context)
+        start, end = context.get("data_interval_start"), context.get("data_interval_end")
+        if not summary["rows_read"] and start is not None and start == end:
+            # Airflow 3's cron schedules run with an empty data interval (start == end): a model filtered on
+            # it selects nothing, run after run, and every task succeeds.
+            self.log.warning(
+                "the model returned no rows and this run's data interval is empty (data_interval_start == "
+                "data_interval_end == %s). If the sql filters on the data interval, schedule the DAG with "
+                "CronDataIntervalTimetable (or another interval timetable) so each run covers a real interval.",
+                start,
+            )
+        return summary

@@ -18,7 +18,7 @@ class AttentiveSubscriptionsOperator(AttentiveSyncOperator):
     unsubscribes keys in the model that it has not unsubscribed yet; ``mirror`` does both, and only ever
     unsubscribes people this sync subscribed.
 
-    :param mode: ``"add"``, ``"remove"`` or ``"mirror"``.
+    :param mode: ``"add"``, ``"remove"`` or ``"mirror"`` (required).
     :param sign_up_source_id: the API sign-up unit's id; or give ``locale`` with ``subscription_type``.
     :param locale: e.g. ``"en-US"``, used with ``subscription_type`` when there is no sign-up source id.
     :param subscription_type: ``"MARKETING"`` or ``"TRANSACTIONAL"``.
@@ -35,7 +35,7 @@ class AttentiveSubscriptionsOperator(AttentiveSyncOperator):
     def __init__(
         self,
         *,
-        mode: str = "mirror",
+        mode: str,  # required: whether people get subscribed, unsubscribed or both is never a default
         sign_up_source_id: str | None = None,
         locale: str | None = None,
         subscription_type: str = "MARKETING",

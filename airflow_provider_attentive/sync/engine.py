@@ -47,7 +47,6 @@ from airflow_provider_attentive.sync.objects import (
     ObjectType,
     Prepared,
     SubscriptionsType,
-    key_text,
 )
 from airflow_provider_attentive.sync.source import SqlSource
 from airflow_provider_attentive.sync.state import Intent, Outcome, StateRow, StateStore
@@ -169,7 +168,7 @@ class SyncEngine:
         if isinstance(obj, EventsType):
             self.summary.extra.update(stale=0, ignored_changes=0)
         if isinstance(obj, SubscriptionsType):
-            self.summary.extra.update(already_subscribed=0, blocked_removals=0)
+            self.summary.extra.update(already_subscribed=0, shared_phones=0, blocked_removals=0)
         self._state_ready = False
         self._outcomes: list[Outcome] = []
         self._last_flush = time.monotonic()
@@ -291,7 +290,7 @@ class SyncEngine:
             for row in rows:
                 key = self.obj.key_of(row)
                 if key is None:
-                    self._invalid(None, "primary key is NULL")
+                    self._invalid(*self.obj.key_problem(row))
                     continue
                 if len(key) > KEY_MAX:
                     self._invalid(key[:40] + "...", f"primary key is longer than {KEY_MAX} characters")
@@ -309,7 +308,11 @@ class SyncEngine:
                     # Distinct warehouse values can share one key text (1 and '1' in a SQLite column), which the
                     # warehouse check cannot see: a second intent in this chunk would fail the run, and a second
                     # request while the first is in flight (its intent is this run's) races with it.
-                    self._invalid(key, "primary key appears twice in the model")
+                    if self.obj.shared_keys_allowed:
+                        # Two rows, one subscriber (customers sharing a phone): subscribed once.
+                        self.summary.extra["shared_phones"] += 1
+                    else:
+                        self._invalid(key, "primary key appears twice in the model")
                     continue
                 decision = self._classify(key, row, st)
                 if decision is None:
@@ -590,10 +593,10 @@ class SyncEngine:
     def _scan_keys(self, members: set[str]) -> set[str]:
         seen: set[str] = set()
         # Only the key column: the guards need nothing else, and a columnar warehouse bills by columns read.
-        for _, rows in self.source.stream(self.obj.columns[self.obj.pk_index]):
+        for _, rows in self.source.stream(self.obj.columns[self.obj.key_index]):
             self.summary.rows_read += len(rows)
             for (value,) in rows:
-                key = None if value is None else key_text(value)
+                key = self.obj.key_from_value(value)
                 if key is not None and key in members:
                     seen.add(key)
             self._progress()  # also keeps the lock alive through a long scan

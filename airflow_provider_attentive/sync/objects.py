@@ -11,8 +11,10 @@ Each object type turns a row into:
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import hashlib
 import json
+import math
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -68,6 +70,27 @@ def _match_column(columns: Sequence[str], wanted: str) -> str | None:
         return wanted
     lowered = [c for c in columns if c.lower() == wanted.lower()]
     return lowered[0] if len(lowered) == 1 else None
+
+
+def _shown_columns(columns: Sequence[str], limit: int = 40) -> str:
+    """The model's columns for an error message; a wide model is cut short."""
+    if len(columns) <= limit:
+        return repr(list(columns))
+    return repr(list(columns[:limit]))[:-1] + f", ... ({len(columns) - limit} more)]"
+
+
+def _simple(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _guess_column(columns: Sequence[str], *wanted: str) -> str:
+    """The column most likely meant as ``wanted`` (e.g. 'Phone Number' for phone), for an example in a message."""
+    hints = {"phone": ("phone", "mobile", "msisdn", "sms", "cell"), "email": ("mail",)}
+    for field_name in wanted:
+        for column in columns:
+            if any(hint in _simple(column) for hint in hints.get(field_name, (field_name,))):
+                return column
+    return "<column>"
 
 
 def key_text(value: Any) -> str:
@@ -171,9 +194,26 @@ class ObjectType:
 
     # -- per row ---------------------------------------------------------------------------------------------
 
-    def key_of(self, row: Sequence[Any]) -> str | None:
-        value = row[self.pk_index]
+    @property
+    def key_index(self) -> int:
+        """The column each row's state key comes from: the primary key (the phone, for subscriptions)."""
+        return self.pk_index
+
+    def key_from_value(self, value: Any) -> str | None:
+        """The state key for a value of the key column; None when the row has no usable key."""
         return None if value is None else key_text(value)
+
+    def key_of(self, row: Sequence[Any]) -> str | None:
+        return self.key_from_value(row[self.key_index])
+
+    def key_problem(self, row: Sequence[Any]) -> tuple[str | None, str]:
+        """Why ``key_of(row)`` is None: the key to report the row under, and the reason."""
+        return None, "primary key is NULL"
+
+    @property
+    def shared_keys_allowed(self) -> bool:
+        """Whether two rows may share one state key (one subscriber behind two customer rows)."""
+        return False
 
     def row_hash(self, row: Sequence[Any]) -> str:
         body = dumps([self._fingerprint, [canonical(row[i]) for i, _ in self.fields]])
@@ -181,6 +221,21 @@ class ObjectType:
 
     def prepare(self, row: Sequence[Any], key: str) -> Prepared | Invalid:
         raise NotImplementedError
+
+    def _no_identifier_message(self) -> str:
+        columns = _shown_columns(self.columns)
+        if self.mapping is None:
+            guess = _guess_column(self.columns, "phone", "email")
+            dest = "email" if "mail" in _simple(guess) else "phone"
+            return (
+                f"no identifier column: the model's columns are {columns}; with mapping=None columns are matched "
+                "by name, so one must be called phone, email or client_user_id (any letter case): alias it in "
+                f"the sql or pass a mapping of every column to send, such as mapping={{{guess!r}: {dest!r}, ...}}"
+            )
+        return (
+            "no identifier column: the mapping sends none to phone, email or client_user_id; "
+            f"the model's columns are {columns}"
+        )
 
     def _sensitive(self, column_index: int, value: Any) -> Invalid | None:
         kind = sensitive_value(value)
@@ -252,7 +307,7 @@ class AttributesType(ObjectType):
     def check_fields(self) -> None:
         dests = {d for _, d in self.fields}
         if not dests & set(IDENTIFIER_FIELDS):
-            raise SyncConfigError("map at least one identifier column to phone, email or client_user_id")
+            raise SyncConfigError(self._no_identifier_message())
         if not dests - set(IDENTIFIER_FIELDS):
             raise SyncConfigError("no attribute columns are mapped; there is nothing to sync")
 
@@ -346,7 +401,7 @@ class EventsType(ObjectType):
     def check_fields(self) -> None:
         dests = {d for _, d in self.fields}
         if not dests & set(IDENTIFIER_FIELDS):
-            raise SyncConfigError("map at least one identifier column to phone, email or client_user_id")
+            raise SyncConfigError(self._no_identifier_message())
         if "type" in dests and self.event_type is not None:
             raise SyncConfigError("give the event type either as event_type or as a column mapped to 'type', not both")
         if "type" not in dests and self.event_type is None:
@@ -447,32 +502,64 @@ def _check_event_type(value: str, *, config: bool = False) -> str:
 
 
 def parse_timestamp(value: Any) -> dt.datetime:
-    """Datetimes, dates, ISO 8601 text and epoch seconds/milliseconds; naive values are UTC."""
+    """Datetimes, dates, ISO 8601 text and epoch seconds/milliseconds (as numbers or digit-only text, as
+    SQLite often stores them); naive values are UTC."""
     if isinstance(value, dt.datetime):
         result = value
     elif isinstance(value, dt.date):
         result = dt.datetime(value.year, value.month, value.day)
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-        if seconds != seconds or seconds in (float("inf"), float("-inf")):
-            raise InvalidValue("timestamp is not a finite number")
-        if abs(seconds) > 1e11:  # milliseconds since the epoch
-            seconds /= 1000.0
-        try:
-            result = dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
-        except (OverflowError, OSError, ValueError):
-            raise InvalidValue("timestamp is out of range") from None
+    elif isinstance(value, int | float | decimal.Decimal) and not isinstance(value, bool):
+        result = _from_epoch(value)
     elif isinstance(value, str):
         text = value.strip()
+        if _DIGITS.fullmatch(text) and len(text) in _EPOCH_DIGITS:
+            return _from_epoch(int(text))
         try:
             result = dt.datetime.fromisoformat(text.replace(" ", "T", 1) if "T" not in text else text)
         except ValueError:
+            if _DIGITS.fullmatch(text):
+                raise InvalidValue(_epoch_digits_problem(text[:40], len(text))) from None
             raise InvalidValue(f"timestamp {text[:40]!r} is not ISO 8601") from None
     else:
         raise InvalidValue(f"timestamp has unsupported type {type(value).__name__}")
     if result.tzinfo is None:
         result = result.replace(tzinfo=dt.timezone.utc)
     return result
+
+
+_DIGITS = re.compile(r"[0-9]+")
+_SECONDS_DIGITS = (9, 10)  # 1973-03-03 to 2286-11-20
+_MILLIS_DIGITS = (12, 13)
+_EPOCH_DIGITS = _SECONDS_DIGITS + _MILLIS_DIGITS
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _from_epoch(value: int | float | decimal.Decimal) -> dt.datetime:
+    """Epoch seconds or milliseconds, told apart by their number of digits.
+
+    Other lengths are refused rather than guessed: 11 digits could be either unit, and shorter numbers are
+    more likely a date written as a number (20260101) or a placeholder (0) than a moment worth an event.
+    """
+    try:
+        number = float(value)
+    except ValueError:  # a signalling Decimal NaN
+        number = math.nan
+    if not math.isfinite(number):
+        raise InvalidValue("timestamp is not a finite number")
+    digits = len(str(int(abs(number))))
+    if number >= 0 and digits in _SECONDS_DIGITS:
+        return _EPOCH + dt.timedelta(seconds=number)
+    if number >= 0 and digits in _MILLIS_DIGITS:
+        return _EPOCH + dt.timedelta(milliseconds=number)
+    raise InvalidValue(_epoch_digits_problem(str(value)[:40], digits, negative=number < 0))
+
+
+def _epoch_digits_problem(shown: str, digits: int, *, negative: bool = False) -> str:
+    what = "negative" if negative else f"{digits} digit{'' if digits == 1 else 's'} long"
+    return (
+        f"timestamp {shown!r} is a number but not a Unix epoch time: it is {what}, while epoch seconds have 9 "
+        "or 10 digits and epoch milliseconds 12 or 13; send other dates as ISO 8601 text or a date/time column"
+    )
 
 
 def rfc3339(moment: dt.datetime) -> str:
@@ -522,6 +609,40 @@ class SubscriptionsType(ObjectType):
     def fingerprint_extra(self) -> Any:
         return [self.sign_up_source_id, self.locale, self.subscription_type]
 
+    # Membership is tracked per person, and Attentive knows a person by phone: keyed by the primary key,
+    # a reformatted phone ("(415) 555-0111" then "+14155550111") would subscribe the person again and then
+    # unsubscribe them as "left the model"; two customer rows sharing a phone would subscribe it twice, and a
+    # customer whose phone changed would never have the new number subscribed. Keyed by the E.164 phone, all
+    # three are right: one subscriber, and a changed number is one joining and one leaving.
+
+    @property
+    def key_index(self) -> int:
+        return next(i for i, dest in self.fields if dest == "phone")
+
+    def key_from_value(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        try:
+            return normalize_phone(value, self.default_region)
+        except InvalidValue:
+            return None
+
+    def key_problem(self, row: Sequence[Any]) -> tuple[str | None, str]:
+        pk = row[self.pk_index]
+        shown = None if pk is None else key_text(pk)
+        value = row[self.key_index]
+        if value is None:
+            return shown, "phone is missing"
+        try:
+            normalize_phone(value, self.default_region)
+        except InvalidValue as exc:
+            return shown, str(exc)
+        return shown, "phone is not usable"
+
+    @property
+    def shared_keys_allowed(self) -> bool:
+        return True
+
     def default_mapping(self, pk_column: str) -> list[tuple[str, str]]:
         known = ("phone", "email", "first_name", "last_name")
         return [(col, col.lower()) for col in self.columns if col.lower() in known]
@@ -534,7 +655,18 @@ class SubscriptionsType(ObjectType):
 
     def check_fields(self) -> None:
         if "phone" not in {d for _, d in self.fields}:
-            raise SyncConfigError("subscriptions need a phone column (mapped to 'phone')")
+            columns = _shown_columns(self.columns)
+            if self.mapping is None:
+                raise SyncConfigError(
+                    f"subscriptions need a phone column: the model's columns are {columns}; with mapping=None "
+                    "columns are matched by name, so one must be called phone (any letter case; email, first_name "
+                    "and last_name likewise): alias it in the sql or pass "
+                    f"mapping={{{_guess_column(self.columns, 'phone')!r}: 'phone'}}"
+                )
+            raise SyncConfigError(
+                f"subscriptions need a phone column: the mapping sends none to 'phone'; the model's columns are "
+                f"{columns}"
+            )
 
     def prepare(self, row: Sequence[Any], key: str) -> Prepared | Invalid:
         identity: dict[str, str] = {}

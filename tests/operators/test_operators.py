@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 from pathlib import Path
@@ -102,6 +103,8 @@ def test_configuration_problems_fail_without_retry_and_send_nothing(
         no_source.execute(context())
     with pytest.raises(ValueError, match="mode"):
         AttentiveSubscriptionsOperator(task_id="t4", sql="x", sql_conn_id="w", primary_key="p", mode="sync")
+    with pytest.raises(TypeError, match="mode"):  # no default: subscribing or unsubscribing is always explicit
+        AttentiveSubscriptionsOperator(task_id="t5", sql="x", sql_conn_id="w", primary_key="p")  # type: ignore[call-arg]
     assert sum(e["requests"] for e in attentive_emulator.client.stats()["endpoints"].values()) == 0
 
 
@@ -176,3 +179,42 @@ def test_a_broken_attentive_connection_fails_before_reading_anything(
     )
     with pytest.raises(AirflowFailException, match="no API key"):
         op.execute(context())
+
+
+def test_a_mapped_sync_needs_its_own_sync_id(attentive_emulator: Emulator, connections: Path) -> None:
+    def mapped(**kwargs: Any) -> AttentiveSubscriptionsOperator:
+        return AttentiveSubscriptionsOperator(
+            task_id="lists",
+            sql="SELECT phone FROM customers",
+            sql_conn_id="warehouse",
+            mode="mirror",
+            primary_key="phone",
+            sign_up_source_id="64140",
+            **kwargs,
+        )
+
+    ti = _TaskInstance()
+    ti.map_index = 0  # type: ignore[attr-defined]
+    with pytest.raises(AirflowFailException, match="mapped task: give each mapped instance its own sync_id"):
+        mapped().execute(context(ti))
+    assert request_count(attentive_emulator, "subscribe") == 0
+    summary = mapped(sync_id="list_a").execute(context(ti))
+    assert summary["sync_id"] == "list_a" and summary["succeeded"]["added"] == 20
+
+
+def test_an_empty_model_on_an_empty_data_interval_is_pointed_out(
+    attentive_emulator: Emulator, connections: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    op = AttentiveEventsOperator(
+        task_id="ev",
+        sql="SELECT customer_id, phone FROM customers WHERE customer_id < 0",
+        sql_conn_id="warehouse",
+        primary_key="customer_id",
+        event_type="Order Shipped",
+    )
+    midnight = dt.datetime(2026, 11, 26, tzinfo=dt.timezone.utc)
+    capfd.readouterr()
+    op.execute({**context(), "data_interval_start": midnight, "data_interval_end": midnight})
+    assert "CronDataIntervalTimetable" in "".join(capfd.readouterr())  # the task log (structlog, on stdout)
+    op.execute({**context(), "data_interval_start": midnight - dt.timedelta(days=1), "data_interval_end": midnight})
+    assert "CronDataIntervalTimetable" not in "".join(capfd.readouterr())

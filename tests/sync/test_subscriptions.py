@@ -210,3 +210,78 @@ def test_phone_is_required_and_config_is_checked(warehouse: sqlite3.Connection, 
     set_members(warehouse, [1])
     with pytest.raises(SyncConfigError, match="phone column"):
         run_sync(subs(primary_key="email"), warehouse, "SELECT email FROM members", mode="add")
+
+
+# -- one subscriber per phone, whatever the primary key ----------------------------------------------------
+
+
+def subscribed_phones(emu: Emulator) -> set[str]:
+    return {
+        ident for ident, subs_ in emu.client.subscriptions().items() if subs_.get("MARKETING", {}).get("subscribed")
+    }
+
+
+def customers(conn: sqlite3.Connection, rows: list[tuple[int, str]]) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS c (customer_id INTEGER, phone TEXT)")
+    conn.execute("DELETE FROM c")
+    conn.executemany("INSERT INTO c VALUES (?, ?)", rows)
+    conn.commit()
+
+
+def test_a_reformatted_phone_is_the_same_subscriber(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    set_members(warehouse, [])
+    warehouse.executemany("INSERT INTO members VALUES (?, NULL, NULL)", [("(415) 555-0111",), ("+14155550112",)])
+    warehouse.commit()
+    first = run_sync(subs(default_region="US"), warehouse, SQL, mode="mirror")
+    assert ops(first, "succeeded") == (2, 0, 0)
+    warehouse.execute("UPDATE members SET phone = '+1 415 555 0111' WHERE phone = '(415) 555-0111'")
+    warehouse.commit()
+    again = run_sync(subs(default_region="US"), warehouse, SQL, mode="mirror")
+    assert ops(again, "planned") == (0, 0, 0) and again["unchanged"] == 2
+    assert subscribed_phones(attentive_emulator) == {"+14155550111", "+14155550112"}
+    stats = attentive_emulator.client.stats()
+    assert stats["repeat_subscribes"] == 0 and stats["endpoints"]["unsubscribe"]["requests"] == 0
+
+
+def test_customers_sharing_a_phone_subscribe_it_once_and_it_stays_while_one_remains(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    sql = "SELECT customer_id, phone FROM c"
+    shared = phone(31)
+    customers(warehouse, [(1, shared), (2, shared), (3, phone(32))])
+    obj = dict(primary_key="customer_id")
+    first = run_sync(subs(**obj), warehouse, sql, mode="mirror")
+    assert ops(first, "succeeded") == (2, 0, 0) and first["shared_phones"] == 1 and first["invalid"] == 0
+    assert request_count(attentive_emulator, "subscribe") == 2
+    customers(warehouse, [(2, shared), (3, phone(32))])  # customer 1 leaves; customer 2 still has the phone
+    again = run_sync(subs(**obj), warehouse, sql, mode="mirror")
+    assert ops(again, "planned") == (0, 0, 0)
+    assert subscribed_phones(attentive_emulator) == {shared, phone(32)}
+    assert attentive_emulator.client.stats()["repeat_subscribes"] == 0
+
+
+def test_a_customer_whose_phone_changed_moves_to_the_new_number(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    sql = "SELECT customer_id, phone FROM c"
+    customers(warehouse, [(i, phone(40 + i)) for i in range(10)])
+    run_sync(subs(primary_key="customer_id"), warehouse, sql, mode="mirror")
+    customers(warehouse, [(i, phone(40 + i) if i != 5 else phone(99)) for i in range(10)])
+    moved = run_sync(subs(primary_key="customer_id"), warehouse, sql, mode="mirror")
+    assert ops(moved, "succeeded") == (1, 0, 1)
+    assert [b["user"]["phone"] for b in bodies(attentive_emulator, "subscribe")][-1] == phone(99)
+    assert [b["user"]["phone"] for b in bodies(attentive_emulator, "unsubscribe")] == [phone(45)]
+    assert subscribed_phones(attentive_emulator) == {phone(40 + i) for i in range(10) if i != 5} | {phone(99)}
+
+
+def test_a_row_without_a_usable_phone_is_reported_under_its_primary_key(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    customers(warehouse, [(1, phone(1)), (2, "not a phone"), (3, None)])  # type: ignore[list-item]
+    summary = run_sync(subs(primary_key="customer_id"), warehouse, "SELECT customer_id, phone FROM c", mode="add",
+                       max_failed_ratio=1.0)  # fmt: skip
+    assert summary["succeeded"]["added"] == 1 and summary["invalid"] == 2
+    reasons = {e["key"]: e["reason"] for e in summary["errors"]}
+    assert reasons["3"] == "phone is missing" and "phone" in reasons["2"]
