@@ -286,6 +286,12 @@ class SyncEngine:
         first_chunk = True
         for _, rows in self.source.stream():
             self.summary.rows_read += len(rows)
+            if first_chunk and (cards := self.obj.card_columns(rows)):
+                raise SyncConfigError(
+                    "columns that look like payment card numbers, which Attentive's terms prohibit: "
+                    + ", ".join(cards)
+                    + "; nothing was sent. If they are not card numbers, allow them with allow_sensitive_columns=[...]."
+                )
             keyed: list[tuple[str, Sequence[Any]]] = []
             for row in rows:
                 key = self.obj.key_of(row)

@@ -27,6 +27,7 @@ from airflow_provider_attentive.sync.values import (
     canonical,
     dumps,
     json_value,
+    looks_like_card_digits,
     normalize_email,
     normalize_identifier,
     normalize_phone,
@@ -62,6 +63,10 @@ class Invalid:
 
     reason: str
     sensitive: bool = False
+
+
+# Fields whose values identify or describe the event rather than being stored as data.
+_NOT_VALUES = frozenset({"phone", "email", "client_user_id", "type", "timestamp"})
 
 
 def _match_column(columns: Sequence[str], wanted: str) -> str | None:
@@ -236,6 +241,23 @@ class ObjectType:
             "no identifier column: the mapping sends none to phone, email or client_user_id; "
             f"the model's columns are {columns}"
         )
+
+    def card_columns(self, rows: Sequence[Sequence[Any]]) -> list[str]:
+        """Columns sent as values where most of ``rows`` hold bare digits that pass as card numbers.
+
+        Checked on the first chunk, before anything is sent: a real card column passes almost always, a column
+        of ids about one time in ten.
+        """
+        flagged = []
+        for i, dest in self.fields:
+            column = self.columns[i]
+            if dest in _NOT_VALUES or column.lower() in self.allow_sensitive:
+                continue
+            values = [row[i] for row in rows if row[i] is not None]
+            hits = sum(1 for v in values if looks_like_card_digits(v))
+            if hits >= 2 and hits >= 0.8 * len(values):
+                flagged.append(f"{column!r} ({hits} of {len(values)} values)")
+        return flagged
 
     def _sensitive(self, column_index: int, value: Any) -> Invalid | None:
         kind = sensitive_value(value)

@@ -232,7 +232,11 @@ _SENSITIVE_NAME = re.compile(
     re.IGNORECASE,
 )
 _SSN_VALUE = re.compile(r"^\d{3}-\d{2}-\d{4}$")
-_CARD_VALUE = re.compile(r"^(?:\d[ -]?){12,18}\d$")
+# A card number written as one (groups of four, or Amex's 4-6-5) is a strong sign on its own; a bare run of
+# digits is not: one in ten random 13-19 digit ids passes the Luhn check, so bare digits only count when
+# most of a column looks like cards (see looks_like_card_digits).
+_CARD_FORMATTED = re.compile(r"^\d{4}([ -])\d{4}\1\d{4}\1\d{1,7}$|^\d{4}([ -])\d{6}\2\d{5}$")
+_CARD_DIGITS = re.compile(r"^\d{13,19}$")
 _CARD_PREFIX = re.compile(r"^(4|5[1-5]|2[2-7]|3[47]|6011|65|35)")
 
 
@@ -250,11 +254,19 @@ def sensitive_value(value: Any) -> str | None:
         return None
     if _SSN_VALUE.match(text):
         return "SSN"
-    if _CARD_VALUE.match(text):
+    if _CARD_FORMATTED.match(text):
         digits = re.sub(r"\D", "", text)
         if _CARD_PREFIX.match(digits) and _luhn(digits):
             return "payment card number"
     return None
+
+
+def looks_like_card_digits(value: Any) -> bool:
+    """A bare 13-19 digit number with a card prefix and a valid Luhn check digit (weak on its own)."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return False
+    text = str(value).strip()
+    return bool(_CARD_DIGITS.match(text) and _CARD_PREFIX.match(text) and _luhn(text))
 
 
 def _luhn(digits: str) -> bool:

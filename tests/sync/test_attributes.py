@@ -194,6 +194,48 @@ def test_card_numbers_in_values_fail_before_sending(
     assert request_count(attentive_emulator, "attributes") == 0
 
 
+def luhn_complete(prefix: str) -> str:
+    """``prefix`` plus the check digit that makes it pass the Luhn test."""
+    for d in "0123456789":
+        digits = prefix + d
+        total = sum(
+            (int(c) * 2 - 9 if int(c) * 2 > 9 else int(c) * 2) if i % 2 else int(c)
+            for i, c in enumerate(reversed(digits))
+        )
+        if total % 10 == 0:
+            return digits
+    raise AssertionError("unreachable")
+
+
+def test_ids_that_happen_to_pass_as_card_numbers_are_sent(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    """Shopify-style 13-digit order ids: about one in ten passes the Luhn check; the column is not cards."""
+    warehouse.execute("CREATE TABLE o (id INTEGER, phone TEXT, last_order_id INTEGER)")
+    rows = [(i, phone(i), 5212345678000 + i) for i in range(30)]
+    rows[0] = (0, phone(0), int(luhn_complete("521234567890")))  # one of them passes, in the first rows
+    warehouse.executemany("INSERT INTO o VALUES (?, ?, ?)", rows)
+    warehouse.commit()
+    summary = run_sync(attributes(primary_key="id"), warehouse, "SELECT id, phone, last_order_id FROM o")
+    assert summary["succeeded"]["added"] == 30 and summary["invalid"] == 0
+
+
+def test_a_column_of_bare_card_numbers_fails_before_sending(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    warehouse.execute("CREATE TABLE o (id INTEGER, phone TEXT, token TEXT)")
+    cards = [luhn_complete(f"411111111111{i:03d}") for i in range(10)]
+    warehouse.executemany("INSERT INTO o VALUES (?, ?, ?)", [(i, phone(i), c) for i, c in enumerate(cards)])
+    warehouse.commit()
+    with pytest.raises(SyncConfigError, match=r"'token' \(10 of 10 values\)"):
+        run_sync(attributes(primary_key="id"), warehouse, "SELECT id, phone, token FROM o")
+    assert request_count(attentive_emulator, "attributes") == 0
+    allowed = run_sync(
+        attributes(primary_key="id", allow_sensitive=["token"]), warehouse, "SELECT id, phone, token FROM o"
+    )
+    assert allowed["succeeded"]["added"] == 10
+
+
 def test_dry_run_sends_nothing_and_writes_nothing(
     attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
 ) -> None:
