@@ -259,7 +259,9 @@ class AttentiveSyncOperator(BaseOperator):
             outlet_events = context.get("outlet_events")
             if outlet_events is not None:
                 # Every count of the summary; the error samples and dry-run lists stay in the XCom only.
-                counts = {k: v for k, v in summary.items() if k not in ("errors", "samples", "would_send")}
+                counts = {
+                    k: v for k, v in summary.items() if k not in ("errors", "warning_samples", "samples", "would_send")
+                }
                 outlet_events[self.asset].extra = counts
 
 

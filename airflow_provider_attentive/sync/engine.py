@@ -332,6 +332,7 @@ class SyncEngine:
                     continue
                 if prepared.note:
                     self.log.warning("row %s: %s", mask_key(key), prepared.note)
+                    self.summary.warn(mask_key(key), prepared.note)
                 if not self._count_planned(op, prepared):
                     continue
                 batched.add(key)

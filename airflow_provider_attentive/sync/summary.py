@@ -38,9 +38,17 @@ class Summary:
     throttled: int = 0
     duration_s: float = 0.0
     errors: list[dict[str, Any]] = field(default_factory=list)
+    # Rows sent, but not exactly as written (an invalid email dropped beside a valid phone): said per row.
+    warnings: int = 0
+    warning_samples: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
     would_send: dict[str, list[str]] = field(default_factory=dict)
+
+    def warn(self, key: str, note: str) -> None:
+        self.warnings += 1
+        if len(self.warning_samples) < MAX_ERRORS:
+            self.warning_samples.append({"key": key, "note": note})
 
     def error(self, key: str, reason: str, status: int | None = None) -> None:
         if len(self.errors) < MAX_ERRORS:
@@ -74,6 +82,8 @@ class Summary:
             "throttled": self.throttled,
             "duration_s": round(self.duration_s, 3),
             "errors": list(self.errors),
+            "warnings": self.warnings,
+            "warning_samples": list(self.warning_samples),
         }
         out.update(self.extra)
         if self.dry_run:
@@ -98,6 +108,7 @@ def render_table(summary: dict[str, Any]) -> str:
         rows.append((op, f"{ok[op]} ok / {bad[op]} failed / {planned[op]} planned"))
     rows += [
         ("invalid", str(summary["invalid"])),
+        ("sent with warnings", str(summary.get("warnings", 0))),
         ("rejected", str(summary["rejected"])),
         # Counted in "unchanged": shown apart so that rows Attentive refused earlier do not pass for synced ones.
         ("rejected before, not resent", str(summary.get("skipped_rejected", 0))),

@@ -342,3 +342,17 @@ def test_rows_are_streamed_in_chunks_never_fetched_whole(
     assert max(fetched) == 100 and sum(fetched) >= 600
     assert all(n < 100 for kind, n in spy.calls if kind == "fetchall"), "the model must never be fetched whole"
     assert warehouse.execute("SELECT COUNT(*) FROM attentive_sync_state WHERE status='ok'").fetchone() == (600,)
+
+
+def test_a_row_sent_without_its_invalid_email_is_counted_and_named(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    create_customers(warehouse, 3)
+    warehouse.execute("UPDATE customers SET email = 'not-an-email' WHERE customer_id = 1")
+    warehouse.commit()
+    summary = run_sync(attributes(), warehouse, SQL)
+    assert summary["succeeded"]["added"] == 3 and summary["invalid"] == 0
+    assert summary["warnings"] == 1
+    assert summary["warning_samples"] == [{"key": "1", "note": summary["warning_samples"][0]["note"]}]
+    assert "sent without it" in summary["warning_samples"][0]["note"]
+    assert "not-an-email" not in str(summary)
