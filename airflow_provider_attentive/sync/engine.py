@@ -47,6 +47,7 @@ from airflow_provider_attentive.sync.objects import (
     ObjectType,
     Prepared,
     SubscriptionsType,
+    key_text,
 )
 from airflow_provider_attentive.sync.source import SqlSource
 from airflow_provider_attentive.sync.state import Intent, Outcome, StateRow, StateStore
@@ -168,7 +169,7 @@ class SyncEngine:
         if isinstance(obj, EventsType):
             self.summary.extra.update(stale=0, ignored_changes=0)
         if isinstance(obj, SubscriptionsType):
-            self.summary.extra.update(already_subscribed=0, shared_phones=0, blocked_removals=0)
+            self.summary.extra.update(already_subscribed=0, shared_phones=0, blocked_removals=0, held_removals=0)
         self._state_ready = False
         self._outcomes: list[Outcome] = []
         self._last_flush = time.monotonic()
@@ -177,6 +178,8 @@ class SyncEngine:
         self._sent = 0
         self._done = 0
         self._budget_hit = False
+        self._unreadable_pks: set[str] = set()
+        self._model_emails: set[str] = set()  # mirror: an email still in the model keeps its EMAIL subscription
         self._halt: RunStopped | None = None  # set when no further request can succeed; checked per batch
         self._consecutive_failures = 0
         self._lock_holder = f"{options.run_id}:{uuid.uuid4().hex[:8]}"
@@ -284,6 +287,8 @@ class SyncEngine:
     def _requests(self, members: set[str] | None, seen: set[str], pending: dict[str, _Pending]) -> Iterator[Request]:
         """Classify the model chunk by chunk and yield the requests to send, writing intents first."""
         first_chunk = True
+        shared_ok = self.obj.shared_keys_allowed
+        handled: set[str] = set()  # subscribers decided this run (a set of phones: audiences, not event logs)
         for _, rows in self.source.stream():
             self.summary.rows_read += len(rows)
             if first_chunk and (cards := self.obj.card_columns(rows)):
@@ -297,6 +302,10 @@ class SyncEngine:
                 key = self.obj.key_of(row)
                 if key is None:
                     self._invalid(*self.obj.key_problem(row))
+                    if members is not None and row[self.obj.pk_index] is not None:
+                        # Still in the model, with a phone we cannot read this run (a typo): its member, if
+                        # any, must not be unsubscribed as "left the model".
+                        self._unreadable_pks.add(key_text(row[self.obj.pk_index]))
                     continue
                 if len(key) > KEY_MAX:
                     self._invalid(key[:40] + "...", f"primary key is longer than {KEY_MAX} characters")
@@ -304,12 +313,22 @@ class SyncEngine:
                 keyed.append((key, row))
                 if members is not None and key in members:
                     seen.add(key)
+                if members and isinstance(self.obj, SubscriptionsType) and (email := self.obj.email_of(row)):
+                    self._model_emails.add(email)
             known = self._lookup([k for k, _ in keyed])
             batch: list[tuple[_Pending, Request]] = []
             batched: set[str] = set()
             sensitive: list[str] = []
             for key, row in keyed:
                 st = known.get(key)
+                if shared_ok:
+                    # A subscriber is decided once per run, by the first of its rows: a second row with the
+                    # same phone in a later chunk must not be classified again (its first request may have
+                    # ended in doubt or been skipped as rejected), and a dry run must count it the same way.
+                    if key in handled:
+                        self.summary.extra["shared_phones"] += 1
+                        continue
+                    handled.add(key)
                 if key in batched or (st is not None and st.status == "pending" and st.run_id == self.opt.run_id):
                     # Distinct warehouse values can share one key text (1 and '1' in a SQLite column), which the
                     # warehouse check cannot see: a second intent in this chunk would fail the run, and a second
@@ -383,7 +402,8 @@ class SyncEngine:
             # ``member`` only changes on a confirmed success, and a failed or rejected request changed nothing,
             # so the person is still a member as recorded. (Someone whose unsubscribe failed and who came back
             # into the model is still subscribed: subscribing them again would text them.)
-            if st is not None and st.member == target and status in ("ok", "failed", "rejected"):
+            done = (target, "preexisting") if target == "subscribed" else (target,)
+            if st is not None and st.member in done and status in ("ok", "failed", "rejected"):
                 s.unchanged += 1
                 return None
         elif isinstance(self.obj, EventsType):
@@ -432,6 +452,9 @@ class SyncEngine:
                 if op == "added" and _previously_created(result.body):
                     s.extra["already_subscribed"] += 1
                     message = "already subscribed (PREVIOUSLY_CREATED)"
+                    # Subscribed by someone else (another sync, a sign-up form): this sync did not add them, so
+                    # a mirror never unsubscribes them when they leave its model.
+                    member = "preexisting"
                 if op == "added" and item.prepared and item.prepared.names:
                     self._followups.append(
                         Request(
@@ -661,8 +684,16 @@ class SyncEngine:
                         self.summary.in_doubt += 1
                         continue
                     identity = json.loads(st.identity)
+                    if identity.get("pk") in self._unreadable_pks:
+                        self.summary.extra["held_removals"] += 1
+                        self.summary.error(
+                            mask_key(key), "not unsubscribed: its row is still in the model, with an unreadable phone"
+                        )
+                        continue
                     self.summary.planned["removed"] += 1
-                    body = obj.unsubscribe_body(identity)
+                    body = obj.unsubscribe_body(
+                        identity, email=str(identity.get("email", "")).lower() not in self._model_emails
+                    )
                     self._sample(body, key, "removed")
                     batch.append((_Pending(key, "removed", st.attempt_hash or "", None), Request(key=key, body=body)))
                 batch = batch[: self._within_budget(len(batch))]

@@ -652,6 +652,9 @@ class SubscriptionsType(ObjectType):
     def key_problem(self, row: Sequence[Any]) -> tuple[str | None, str]:
         pk = row[self.pk_index]
         shown = None if pk is None else key_text(pk)
+        if shown is not None and self.pk_index == self.key_index:
+            # The key is the unusable phone itself: too malformed for mask_key to see a phone, still private.
+            shown = re.sub(r"\d(?=(?:\D*\d){2})", "*", shown)
         value = row[self.key_index]
         if value is None:
             return shown, "phone is missing"
@@ -710,10 +713,13 @@ class SubscriptionsType(ObjectType):
                 text = str(value).strip()
                 if text:
                     names["firstName" if dest == "first_name" else "lastName"] = text[:255]
-        return Prepared(payload=self.subscribe_body(identity), identity=identity, names=names, note=note)
+        payload = self.subscribe_body(identity)
+        # Kept with the membership: a later run can tell that a member whose phone it cannot read is still there.
+        identity["pk"] = key_text(row[self.pk_index])
+        return Prepared(payload=payload, identity=identity, names=names, note=note)
 
     def subscribe_body(self, identity: Mapping[str, str]) -> dict[str, Any]:
-        body: dict[str, Any] = {"user": dict(identity)}
+        body: dict[str, Any] = {"user": {k: identity[k] for k in ("phone", "email") if identity.get(k)}}
         if self.sign_up_source_id:
             body["signUpSourceId"] = self.sign_up_source_id
         else:
@@ -722,13 +728,26 @@ class SubscriptionsType(ObjectType):
         body["singleOptIn"] = self.single_opt_in
         return body
 
-    def unsubscribe_body(self, identity: Mapping[str, str]) -> dict[str, Any]:
-        """Name the subscriptions (type and channel) instead of "all": we only undo what we did."""
+    def email_of(self, row: Sequence[Any]) -> str | None:
+        """The row's email as it would be sent (lower-cased for comparison), or None."""
+        index = next((i for i, dest in self.fields if dest == "email"), None)
+        if index is None or row[index] is None:
+            return None
+        try:
+            return normalize_email(row[index]).lower()
+        except InvalidValue:
+            return None
+
+    def unsubscribe_body(self, identity: Mapping[str, str], *, email: bool = True) -> dict[str, Any]:
+        """Name the subscriptions (type and channel) instead of "all": we only undo what we did.
+
+        ``email=False`` leaves the EMAIL channel alone: the address is still in the model (another row has it).
+        """
         subscriptions = [{"type": self.subscription_type, "channel": "TEXT"}]
-        if identity.get("email"):
+        if email and identity.get("email"):
             subscriptions.append({"type": self.subscription_type, "channel": "EMAIL"})
         return {
-            "user": dict(identity),
+            "user": {k: identity[k] for k in ("phone", "email") if identity.get(k)},
             "subscriptions": subscriptions,
             "notification": {"disabled": not self.notify_on_unsubscribe},
         }

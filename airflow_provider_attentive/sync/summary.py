@@ -115,7 +115,14 @@ def render_table(summary: dict[str, Any]) -> str:
         ("in doubt", str(summary["in_doubt"])),
         ("remaining", str(summary["remaining"])),
     ]
-    for name in ("stale", "ignored_changes", "already_subscribed", "shared_phones", "blocked_removals"):
+    for name in (
+        "stale",
+        "ignored_changes",
+        "already_subscribed",
+        "shared_phones",
+        "blocked_removals",
+        "held_removals",
+    ):
         if name in summary:
             rows.append((name.replace("_", " "), str(summary[name])))
     rows += [

@@ -285,3 +285,82 @@ def test_a_row_without_a_usable_phone_is_reported_under_its_primary_key(
     assert summary["succeeded"]["added"] == 1 and summary["invalid"] == 2
     reasons = {e["key"]: e["reason"] for e in summary["errors"]}
     assert reasons["3"] == "phone is missing" and "phone" in reasons["2"]
+
+
+def test_a_mirror_never_unsubscribes_someone_who_was_subscribed_before_it(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    set_members(warehouse, [1, 2, 3])
+    run_sync(subs(), warehouse, SQL, mode="add", sync_id="welcome")  # another sync subscribed them first
+    set_members(warehouse, [1, 2, 3, 4])
+    vip = run_sync(subs(), warehouse, SQL, mode="mirror", sync_id="vip")
+    assert ops(vip, "succeeded") == (4, 0, 0) and vip["already_subscribed"] == 3
+    set_members(warehouse, [4])
+    left = run_sync(subs(), warehouse, SQL, mode="mirror", sync_id="vip", max_removals=1.0)
+    assert ops(left, "planned") == (0, 0, 0), "vip added none of 1-3, so it removes none of them"
+    assert subscribed_phones(attentive_emulator) == {phone(1), phone(2), phone(3), phone(4)}
+    set_members(warehouse, [1, 4])
+    back = run_sync(subs(), warehouse, SQL, mode="mirror", sync_id="vip", max_removals=1.0)
+    assert ops(back, "planned") == (0, 0, 0) and back["unchanged"] == 2, "and does not subscribe them again"
+
+
+def test_a_phone_shared_across_chunks_is_decided_once_even_when_its_first_row_was_rejected(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    attentive_emulator.client.seed_opted_out([phone(5)])
+    customers(warehouse, [(1, phone(5)), (2, phone(6)), (3, phone(7)), (4, phone(5))])
+    sql = "SELECT customer_id, phone FROM c ORDER BY customer_id"
+    runs = []
+    for dry_run in (True, False, False, False):
+        runs.append(run_sync(subs(primary_key="customer_id"), warehouse, sql, mode="add", chunk=1,
+                             dry_run=dry_run, max_failed_ratio=1.0))  # fmt: skip
+    dry, first, second, third = runs
+    assert dry["planned"] == first["planned"] == {"added": 3, "changed": 0, "removed": 0}
+    assert dry["shared_phones"] == first["shared_phones"] == 1
+    assert first["rejected"] == 1 and ops(first, "succeeded") == (2, 0, 0)
+    assert second["requests"] == third["requests"] == 0, "the opted-out phone is not tried again"
+    assert request_count(attentive_emulator, "subscribe") == 3
+
+
+def test_a_member_whose_phone_is_unreadable_this_run_is_not_unsubscribed(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    sql = "SELECT customer_id, phone FROM c"
+    customers(warehouse, [(i, phone(60 + i)) for i in range(10)])
+    run_sync(subs(primary_key="customer_id"), warehouse, sql, mode="mirror")
+    customers(warehouse, [(i, phone(60 + i) if i else "(415) 555-10") for i in range(10)])  # a typo for customer 0
+    typo = run_sync(subs(primary_key="customer_id"), warehouse, sql, mode="mirror", max_failed_ratio=1.0)
+    assert typo["invalid"] == 1 and typo["held_removals"] == 1 and ops(typo, "succeeded") == (0, 0, 0)
+    assert phone(60) in subscribed_phones(attentive_emulator)
+    customers(warehouse, [(i, phone(60 + i)) for i in range(10)])
+    fixed = run_sync(subs(primary_key="customer_id"), warehouse, sql, mode="mirror")
+    assert ops(fixed, "planned") == (0, 0, 0), "the fixed row is the same subscriber: nothing is sent"
+    assert attentive_emulator.client.stats()["repeat_subscribes"] == 0
+
+
+def test_an_unreadable_phone_as_primary_key_is_masked_in_the_report(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    set_members(warehouse, [1])
+    warehouse.execute("INSERT INTO members VALUES ('+1 415 555 0125 #', NULL, NULL)")
+    warehouse.commit()
+    summary = run_sync(subs(), warehouse, SQL, mode="add", max_failed_ratio=1.0)
+    assert summary["invalid"] == 1
+    assert "415 555" not in str(summary) and summary["errors"][0]["key"] == "+* *** *** **25 #"
+
+
+def test_a_leaving_member_keeps_the_email_subscription_another_row_still_has(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    warehouse.execute("CREATE TABLE f (customer_id INTEGER, phone TEXT, email TEXT)")
+    rows = [(1, phone(81), "fam@example.com"), (2, phone(82), "fam@example.com"), (3, phone(83), "c@example.com")]
+    warehouse.executemany("INSERT INTO f VALUES (?, ?, ?)", rows)
+    warehouse.commit()
+    sql = "SELECT customer_id, phone, email FROM f"
+    run_sync(subs(primary_key="customer_id"), warehouse, sql, mode="mirror")
+    warehouse.execute("DELETE FROM f WHERE customer_id IN (1, 3)")
+    warehouse.commit()
+    run_sync(subs(primary_key="customer_id"), warehouse, sql, mode="mirror", max_removals=1.0)
+    unsubscribes = {b["user"]["phone"]: b["subscriptions"] for b in bodies(attentive_emulator, "unsubscribe")}
+    assert unsubscribes[phone(81)] == [{"type": "MARKETING", "channel": "TEXT"}], "fam@ is still in the model"
+    assert {"type": "MARKETING", "channel": "EMAIL"} in unsubscribes[phone(83)]
