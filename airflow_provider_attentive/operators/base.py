@@ -163,7 +163,7 @@ class AttentiveSyncOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         ti = context.get("ti")
         map_index = getattr(ti, "map_index", -1)
-        if isinstance(map_index, int) and map_index >= 0 and not self._sync_id_given:
+        if isinstance(map_index, int) and map_index >= 0 and self._sync_id_shared_by_mapped_instances():
             # Every mapped instance would share <dag_id>.<task_id>: one state for several models, so each
             # mirror would unsubscribe the others' members. A map index is no name either: it shifts when the
             # expanded list changes.
@@ -249,6 +249,16 @@ class AttentiveSyncOperator(BaseOperator):
                 raise AirflowException(str(exc)) from None
         self._publish(context, summary)
         return summary
+
+    def _sync_id_shared_by_mapped_instances(self) -> bool:
+        """True when every instance of this mapped task gets the same sync_id: the default, or a plain string
+        given to ``.partial()``. A sync_id from ``.expand()``, or a template, can differ per instance."""
+        if not self._sync_id_given:
+            return True
+        mapped = self.dag.task_dict.get(self.task_id) if self.has_dag() else None
+        partial = getattr(mapped, "partial_kwargs", None)
+        value = partial.get("sync_id") if isinstance(partial, Mapping) else None
+        return isinstance(value, str) and "{{" not in value
 
     def _publish(self, context: Context, summary: dict[str, Any]) -> None:
         """Make the counts visible: the ``summary`` XCom (also on failure) and the asset event's extra."""

@@ -26,7 +26,8 @@ class AttentiveSubscriptionsOperator(AttentiveSyncOperator):
     :param notify_on_unsubscribe: let Attentive text an unsubscribe confirmation (off by default).
     :param max_removals: an ``int`` count or a ``float`` share of tracked members; above it the run fails
         and sends nothing.
-    :param allow_empty_source: allow a mirror of an empty model to unsubscribe everyone it added.
+    :param allow_empty_source: let a mirror of an empty model go ahead (``max_removals`` still applies: emptying
+        an audience on purpose takes ``allow_empty_source=True, max_removals=1.0``).
     """
 
     object_type = "subscriptions"

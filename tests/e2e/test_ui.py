@@ -653,7 +653,7 @@ def test_finished_sync_is_visible_in_log_xcom_and_asset_event(
     assert stack.api.get(f"{task}/xcomEntries/return_value")["value"] == summary
 
     # The asset event carries the counts, and a DAG scheduled on the asset ran and received them.
-    uri = f"attentive://subscriptions/{UPSTREAM_DAG}.{UPSTREAM_TASK}"
+    uri = "attentive://subscriptions/vip_sms_list"  # the example DAG names its sync_id explicitly
     asset_events = stack.api.get(f"/api/v2/assets/events?source_dag_id={UPSTREAM_DAG}")["asset_events"]
     event = next(e for e in asset_events if e["source_run_id"] == run_id)
     assert event["uri"] == uri, event

@@ -218,3 +218,27 @@ def test_an_empty_model_on_an_empty_data_interval_is_pointed_out(
     assert "CronDataIntervalTimetable" in "".join(capfd.readouterr())  # the task log (structlog, on stdout)
     op.execute({**context(), "data_interval_start": midnight - dt.timedelta(days=1), "data_interval_end": midnight})
     assert "CronDataIntervalTimetable" not in "".join(capfd.readouterr())
+
+
+def test_a_sync_id_given_to_partial_is_shared_by_every_instance_and_refused(
+    attentive_emulator: Emulator, connections: Path
+) -> None:
+    from airflow.sdk import DAG
+
+    common = dict(sql_conn_id="warehouse", mode="mirror", primary_key="phone", sign_up_source_id="64140")
+    with DAG("lists", schedule=None) as dag:
+        shared = AttentiveSubscriptionsOperator.partial(task_id="shared", sync_id="vip_lists", **common).expand(
+            sql=["SELECT phone FROM customers WHERE customer_id < 10", "SELECT phone FROM customers"]
+        )
+        own = AttentiveSubscriptionsOperator.partial(task_id="own", **common).expand_kwargs(
+            [{"sql": "SELECT phone FROM customers WHERE customer_id < 10", "sync_id": "list_a"}]
+        )
+    ti = _TaskInstance()
+    ti.map_index = 0  # type: ignore[attr-defined]
+    instance = shared.unmap({"sql": "SELECT phone FROM customers WHERE customer_id < 10"})
+    with pytest.raises(AirflowFailException, match="its own sync_id"):
+        instance.execute(context(ti))
+    assert request_count(attentive_emulator, "subscribe") == 0
+    mine = own.unmap({"sql": "SELECT phone FROM customers WHERE customer_id < 10", "sync_id": "list_a"})
+    assert mine.execute(context(ti))["succeeded"]["added"] == 10
+    assert dag.task_dict["own"] is own
