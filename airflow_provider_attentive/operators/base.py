@@ -23,6 +23,7 @@ from airflow_provider_attentive.sync.errors import (
     SourceDataError,
     SyncAborted,
     SyncConfigError,
+    SyncConfigStop,
     SyncLockedError,
 )
 from airflow_provider_attentive.sync.objects import ObjectType
@@ -233,7 +234,7 @@ class AttentiveSyncOperator(BaseOperator):
             )
             try:
                 summary = engine.run()
-            except AttentiveAuthError as exc:
+            except (AttentiveAuthError, SyncConfigStop) as exc:
                 # A retry with the same key gets the same 401/403; the rows wait, as failed, for the next run.
                 self._publish(context, exc.summary)
                 raise AirflowFailException(f"Attentive sync {self.sync_id!r} stopped: {exc}") from None

@@ -37,6 +37,7 @@ from airflow_provider_attentive.sync.errors import (
     RunStopped,
     SyncAborted,
     SyncConfigError,
+    SyncConfigStop,
     SyncLockedError,
     TooManyFailures,
 )
@@ -449,6 +450,18 @@ class SyncEngine:
             s.succeeded[op] += 1
             if isinstance(self.obj, SubscriptionsType):
                 member = "unsubscribed" if op == "removed" else "subscribed"
+                created = _subscription_types(result.body) if op == "added" else set()
+                if created and isinstance(self.obj, SubscriptionsType) and self.obj.subscription_type not in created:
+                    # The sign-up unit decides the type of what it creates; unsubscribes and the in-doubt check
+                    # name subscription_type, which would then miss these subscriptions entirely.
+                    self._stop(
+                        SyncConfigStop(
+                            f"sign-up unit {self.obj.sign_up_source_id!r} creates {sorted(created)} subscriptions "
+                            f"but subscription_type is {self.obj.subscription_type!r}: set subscription_type to "
+                            "match, or unsubscribes and in-doubt checks would name the wrong subscription. The "
+                            "subscribes already accepted are recorded."
+                        )
+                    )
                 if op == "added" and _previously_created(result.body):
                     s.extra["already_subscribed"] += 1
                     message = "already subscribed (PREVIOUSLY_CREATED)"
@@ -865,6 +878,18 @@ def _identity(prepared: Prepared | None) -> str | None:
     if prepared is None or not prepared.identity:
         return None
     return json.dumps(prepared.identity, sort_keys=True)
+
+
+def _subscription_types(body: Any) -> set[str]:
+    """The subscription types a subscribe answer says were created or found."""
+    responses = body.get("subscriptionResponses") if isinstance(body, dict) else None
+    if not isinstance(responses, list):
+        return set()
+    return {
+        str(r["subscription"]["type"])
+        for r in responses
+        if isinstance(r, dict) and isinstance(r.get("subscription"), dict) and r["subscription"].get("type")
+    }
 
 
 def _previously_created(body: Any) -> bool:

@@ -44,3 +44,7 @@ class AttentiveAuthError(RunStopped):
 
 class AttentiveUnavailable(RunStopped):
     """Too many requests in a row failed after all their retries: the run stopped instead of grinding on."""
+
+
+class SyncConfigStop(RunStopped):
+    """Attentive's answers show the configuration is wrong (after some requests were accepted and recorded)."""

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from airflow_provider_attentive.emulator import Emulator
-from airflow_provider_attentive.sync.errors import SyncAborted, SyncConfigError
+from airflow_provider_attentive.sync.errors import SyncAborted, SyncConfigError, SyncConfigStop
 from airflow_provider_attentive.sync.objects import SubscriptionsType
 from tests.sync.conftest import RunSync, bodies, ops, phone, request_count
 
@@ -364,3 +364,19 @@ def test_a_leaving_member_keeps_the_email_subscription_another_row_still_has(
     unsubscribes = {b["user"]["phone"]: b["subscriptions"] for b in bodies(attentive_emulator, "unsubscribe")}
     assert unsubscribes[phone(81)] == [{"type": "MARKETING", "channel": "TEXT"}], "fam@ is still in the model"
     assert {"type": "MARKETING", "channel": "EMAIL"} in unsubscribes[phone(83)]
+
+
+def test_a_sign_up_unit_of_another_type_stops_the_run_naming_the_fix(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    attentive_emulator.client.set_sign_up({"64140": "TRANSACTIONAL"})
+    set_members(warehouse, list(range(30)))
+    with pytest.raises(SyncConfigStop, match="subscription_type") as info:
+        run_sync(subs(), warehouse, SQL, mode="mirror", batch_size=5)
+    accepted = info.value.summary["succeeded"]["added"]
+    assert (
+        0 < accepted < 30 and info.value.summary["remaining"] == 30 - accepted - info.value.summary["failed"]["added"]
+    )
+    fixed = run_sync(subs(subscription_type="TRANSACTIONAL"), warehouse, SQL, mode="mirror")
+    assert ops(fixed, "succeeded") == (30 - accepted, 0, 0) and fixed["unchanged"] == accepted
+    assert attentive_emulator.client.stats()["repeat_subscribes"] == 0
