@@ -170,7 +170,9 @@ class SyncEngine:
         if isinstance(obj, EventsType):
             self.summary.extra.update(stale=0, ignored_changes=0)
         if isinstance(obj, SubscriptionsType):
-            self.summary.extra.update(already_subscribed=0, shared_phones=0, blocked_removals=0, held_removals=0)
+            self.summary.extra.update(
+                already_subscribed=0, shared_phones=0, blocked_removals=0, held_removals=0, names_written=0
+            )
         self._state_ready = False
         self._outcomes: list[Outcome] = []
         self._last_flush = time.monotonic()
@@ -184,7 +186,7 @@ class SyncEngine:
         self._halt: RunStopped | None = None  # set when no further request can succeed; checked per batch
         self._consecutive_failures = 0
         self._lock_holder = f"{options.run_id}:{uuid.uuid4().hex[:8]}"
-        self._followups: list[Request] = []
+        self._followups: list[tuple[Request, str]] = []  # name attributes to write, with the hash they confirm
         self._stats_start = self._stats_snapshot()
 
     # ------------------------------------------------------------------------------------------ run ----
@@ -405,6 +407,12 @@ class SyncEngine:
             # into the model is still subscribed: subscribing them again would text them.)
             done = (target, "preexisting") if target == "subscribed" else (target,)
             if st is not None and st.member in done and status in ("ok", "failed", "rejected"):
+                if status == "ok" and target == "subscribed" and self._writes_names() and st.row_hash != row_hash:
+                    # Subscribed, but the names of this row were never written (a stop or a crash came first)
+                    # or have changed: write them, without subscribing again.
+                    prepared = self.obj.prepare(row, key)
+                    if isinstance(prepared, Prepared) and prepared.names:
+                        self._queue_names(key, prepared, row_hash)
                 s.unchanged += 1
                 return None
         elif isinstance(self.obj, EventsType):
@@ -444,6 +452,7 @@ class SyncEngine:
         s = self.summary
         op = item.op
         member = None
+        confirm = True
         status = result.outcome.value
         message = result.error
         if result.outcome is HttpOutcome.OK:
@@ -469,15 +478,8 @@ class SyncEngine:
                     # a mirror never unsubscribes them when they leave its model.
                     member = "preexisting"
                 if op == "added" and item.prepared and item.prepared.names:
-                    self._followups.append(
-                        Request(
-                            key=item.pk,
-                            body={
-                                "properties": item.prepared.names,
-                                "user": {"phone": item.prepared.identity["phone"]},
-                            },
-                        )
-                    )
+                    self._queue_names(item.pk, item.prepared, item.attempt_hash)
+                    confirm = False
         elif result.outcome is HttpOutcome.IN_DOUBT:
             s.in_doubt += 1
             s.error(mask_key(item.pk), f"in doubt: {message}", result.status)
@@ -515,6 +517,7 @@ class SyncEngine:
                 message=message,
                 member=member,
                 log_key=mask_key(item.pk),
+                confirm=confirm,
             )
         )
         self._flush()
@@ -606,6 +609,8 @@ class SyncEngine:
                         message="in doubt, confirmed by GET /v1/subscriptions",
                         member=member,
                         log_key=mask_key(row.pk),
+                        # Names of a subscriber who landed are written by the next run that reads its row.
+                        confirm=not self._writes_names(),
                     )
                 )
             else:
@@ -732,17 +737,37 @@ class SyncEngine:
         for result in self.sender.send_many("unsubscribe", removals()):
             self._record(result, pending.pop(str(result.key)))
 
+    def _writes_names(self) -> bool:
+        return isinstance(self.obj, SubscriptionsType) and any(
+            dest in ("first_name", "last_name") for _, dest in self.obj.fields
+        )
+
+    def _queue_names(self, key: str, prepared: Prepared, row_hash: str) -> None:
+        body = {"properties": prepared.names, "user": {"phone": prepared.identity["phone"]}}
+        self._followups.append((Request(key=key, body=body), row_hash))
+
     def _send_followups(self) -> None:
-        """First and last names of new subscribers, as custom attributes (after a successful subscribe)."""
+        """First and last names of subscribers, as custom attributes (after a successful subscribe).
+
+        A row counts as complete (its hash confirmed) only once its names are written, so names lost to a stop
+        or a crash before this point are written by the next run.
+        """
         if not self._followups or self.opt.dry_run:
+            self._followups = []
             return
+        hashes = {str(request.key): row_hash for request, row_hash in self._followups}
+        written: list[tuple[str, str]] = []
         failed = 0
-        for result in self.sender.send_many("attributes", self._followups):
-            if not result.ok:
+        for result in self.sender.send_many("attributes", [request for request, _ in self._followups]):
+            if result.ok:
+                written.append((str(result.key), hashes[str(result.key)]))
+            else:
                 failed += 1
                 self.summary.error(mask_key(str(result.key)), f"name attributes not written: {result.error}")
+        self.state.confirm_hashes(self.opt.sync_id, written)
+        self.summary.extra["names_written"] = len(written)
         if failed:
-            self.log.warning("%d subscriber name update(s) failed; see the summary errors", failed)
+            self.log.warning("%d subscriber name update(s) failed; retried next run", failed)
         self._followups = []
 
     # --------------------------------------------------------------------------------- helpers ----

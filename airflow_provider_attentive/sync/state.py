@@ -78,6 +78,9 @@ class Outcome:
     member: str | None = None  # new membership for subscriptions, None = unchanged
     log_key: str | None = None  # masked key for the log table
     write_state: bool = True  # False for rows that never had an intent (e.g. invalid rows)
+    # False: the request was accepted but the row is not complete yet (a new subscriber's name attributes are
+    # still to be written); row_hash stays as it was, so the next run finishes the row if this one does not.
+    confirm: bool = True
 
 
 class StateStore:
@@ -272,13 +275,15 @@ class StateStore:
         other = [o for o in outcomes if o.write_state and o.status != "ok"]
         if ok:
             self._executemany(
-                f"UPDATE {self.state_table} SET row_hash = attempt_hash, status = {p}, http_status = {p}, "
+                f"UPDATE {self.state_table} SET row_hash = CASE WHEN {p} = 1 THEN attempt_hash ELSE row_hash END, "
+                f"status = {p}, http_status = {p}, "
                 f"message = {p}, member = COALESCE({p}, member), "
                 f"subscribed_at = CASE WHEN {p} = 'subscribed' THEN {p} ELSE subscribed_at END, "
                 f"unsubscribed_at = CASE WHEN {p} = 'unsubscribed' THEN {p} ELSE unsubscribed_at END, "
                 f"run_id = {p}, updated_at = {p} WHERE sync_id = {p} AND pk = {p}",
                 [
                     (
+                        1 if o.confirm else 0,
                         "ok",
                         o.http_status,
                         _trim(o.message),
@@ -310,6 +315,17 @@ class StateStore:
                     for o in outcomes
                 ],
             )
+        self.conn.commit()
+
+    def confirm_hashes(self, sync_id: str, hashes: Sequence[tuple[str, str]]) -> None:
+        """Mark rows complete with these hashes (``(pk, row_hash)``), e.g. once a subscriber's names are written."""
+        if not hashes:
+            return
+        p = self.p
+        self._executemany(
+            f"UPDATE {self.state_table} SET row_hash = {p}, updated_at = {p} WHERE sync_id = {p} AND pk = {p}",
+            [(row_hash, utcnow(), sync_id, pk) for pk, row_hash in hashes],
+        )
         self.conn.commit()
 
     def prune_log(self, sync_id: str, older_than: dt.datetime) -> None:

@@ -380,3 +380,31 @@ def test_a_sign_up_unit_of_another_type_stops_the_run_naming_the_fix(
     fixed = run_sync(subs(subscription_type="TRANSACTIONAL"), warehouse, SQL, mode="mirror")
     assert ops(fixed, "succeeded") == (30 - accepted, 0, 0) and fixed["unchanged"] == accepted
     assert attentive_emulator.client.stats()["repeat_subscribes"] == 0
+
+
+def test_names_not_written_in_one_run_are_written_by_the_next_without_subscribing_again(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    set_members(warehouse, [1, 2, 3])
+    warehouse.execute("UPDATE members SET first_name = 'Ada'")
+    warehouse.commit()
+    sql = "SELECT phone, first_name FROM members"
+    attentive_emulator.client.set_faults(error_rate=1.0, endpoints=["attributes"], seed=1)
+    first = run_sync(subs(), warehouse, sql, mode="add")
+    assert ops(first, "succeeded") == (3, 0, 0) and first["names_written"] == 0
+    assert attentive_emulator.client.attributes() == {}
+    attentive_emulator.client.clear_faults()
+    second = run_sync(subs(), warehouse, sql, mode="add")
+    assert ops(second, "planned") == (0, 0, 0) and second["names_written"] == 3
+    assert attentive_emulator.client.attributes() == {phone(i): {"firstName": "Ada"} for i in (1, 2, 3)}
+    third = run_sync(subs(), warehouse, sql, mode="add")
+    assert third["requests"] == 0, "complete rows send nothing"
+    warehouse.execute("UPDATE members SET first_name = 'Grace' WHERE phone = ?", (phone(2),))
+    warehouse.commit()
+    renamed = run_sync(subs(), warehouse, sql, mode="add")
+    assert renamed["names_written"] == 1 and ops(renamed, "planned") == (0, 0, 0)
+    assert attentive_emulator.client.attributes()[phone(2)] == {"firstName": "Grace"}
+    assert (
+        request_count(attentive_emulator, "subscribe") == 3
+        and attentive_emulator.client.stats()["repeat_subscribes"] == 0
+    )
