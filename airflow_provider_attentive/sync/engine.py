@@ -185,6 +185,9 @@ class SyncEngine:
         self._model_emails: set[str] = set()  # mirror: an email still in the model keeps its EMAIL subscription
         self._halt: RunStopped | None = None  # set when no further request can succeed; checked per batch
         self._consecutive_failures = 0
+        # Before subscribing, ask whether the person already is (needs subscriptions:read): a repeated subscribe
+        # makes Attentive text them "you are already subscribed". Off for the run at the first 403.
+        self._precheck = isinstance(obj, SubscriptionsType)
         self._lock_holder = f"{options.run_id}:{uuid.uuid4().hex[:8]}"
         self._followups: list[tuple[Request, str]] = []  # name attributes to write, with the hash they confirm
         self._stats_start = self._stats_snapshot()
@@ -386,6 +389,7 @@ class SyncEngine:
                         [Intent(p.pk, p.op, p.attempt_hash, _identity(p.prepared)) for p, _ in part],
                         set(known),
                     )
+                    part = self._skip_already_subscribed(part)
                 for item, request in part:
                     pending[item.pk] = item
                     self._sent += 1
@@ -736,6 +740,46 @@ class SyncEngine:
             return
         for result in self.sender.send_many("unsubscribe", removals()):
             self._record(result, pending.pop(str(result.key)))
+
+    def _skip_already_subscribed(self, part: list[tuple[_Pending, Request]]) -> list[tuple[_Pending, Request]]:
+        """Record, without a subscribe, the people of ``part`` that Attentive says are already subscribed."""
+        adds = [item for item, _ in part if item.op == "added" and item.prepared and item.prepared.identity]
+        if not self._precheck or not adds or not isinstance(self.obj, SubscriptionsType):
+            return part
+        checks = [Request(key=i.pk, params={"phone": i.prepared.identity["phone"]}) for i in adds if i.prepared]
+        already: set[str] = set()
+        for result in self.sender.send_many("subscriptions_read", checks):
+            if result.status == 403:
+                self._precheck = False
+                self.log.info("the key lacks subscriptions:read: subscribes are sent without checking first")
+            elif result.ok and _is_subscribed(result.body, self.obj.subscription_type):
+                already.add(str(result.key))
+        if not already:
+            return part
+        outcomes = []
+        for item, _ in part:
+            if item.pk not in already:
+                continue
+            self.summary.succeeded["added"] += 1
+            self.summary.extra["already_subscribed"] += 1
+            confirm = True
+            if item.prepared and item.prepared.names:
+                self._queue_names(item.pk, item.prepared, item.attempt_hash)
+                confirm = False
+            outcomes.append(
+                Outcome(
+                    pk=item.pk,
+                    op="added",
+                    status="ok",
+                    attempt_hash=item.attempt_hash,
+                    message="already subscribed (GET /v1/subscriptions): not subscribed again",
+                    member="preexisting",
+                    log_key=mask_key(item.pk),
+                    confirm=confirm,
+                )
+            )
+        self.state.write_outcomes(self.opt.sync_id, self.opt.run_id, outcomes)
+        return [(item, request) for item, request in part if item.pk not in already]
 
     def _writes_names(self) -> bool:
         return isinstance(self.obj, SubscriptionsType) and any(

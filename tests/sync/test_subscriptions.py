@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from airflow_provider_attentive.emulator import Emulator
+from airflow_provider_attentive.hooks.transport import AttentiveTransport, TransportConfig
 from airflow_provider_attentive.sync.errors import SyncAborted, SyncConfigError, SyncConfigStop
 from airflow_provider_attentive.sync.objects import SubscriptionsType
 from tests.sync.conftest import RunSync, bodies, ops, phone, request_count
@@ -195,8 +196,9 @@ def test_subscribe_in_doubt_is_resolved_with_the_eligibility_endpoint(
     first = run_sync(subs(), warehouse, SQL, mode="add", max_failed_ratio=1)
     assert first["in_doubt"] == 2 and request_count(attentive_emulator, "subscribe") == 2
     attentive_emulator.client.clear_faults()
-    # The end-of-run check already asked GET /v1/subscriptions: both had landed, so nothing is resent.
-    assert request_count(attentive_emulator, "subscriptions_read") == 2
+    # Two checks before subscribing (nobody was subscribed yet), then the end-of-run check of the two in
+    # doubt: both had landed, so nothing is resent.
+    assert request_count(attentive_emulator, "subscriptions_read") == 2 + 2
     second = run_sync(subs(), warehouse, SQL, mode="add")
     assert second["requests"] == 0 and second["unchanged"] == 2
     assert attentive_emulator.client.stats()["repeat_subscribes"] == 0
@@ -408,3 +410,30 @@ def test_names_not_written_in_one_run_are_written_by_the_next_without_subscribin
         request_count(attentive_emulator, "subscribe") == 3
         and attentive_emulator.client.stats()["repeat_subscribes"] == 0
     )
+
+
+def test_someone_already_subscribed_is_not_subscribed_again_when_the_key_can_read(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    set_members(warehouse, [1, 2])
+    run_sync(subs(), warehouse, SQL, mode="add", sync_id="signup_form")  # subscribed elsewhere first
+    set_members(warehouse, [1, 2, 3])
+    vip = run_sync(subs(), warehouse, SQL, mode="mirror", sync_id="vip")
+    assert ops(vip, "succeeded") == (3, 0, 0) and vip["already_subscribed"] == 2
+    assert request_count(attentive_emulator, "subscribe") == 3, "only phone 3 got a subscribe from vip"
+    assert attentive_emulator.client.stats()["repeat_subscribes"] == 0
+    set_members(warehouse, [3])
+    left = run_sync(subs(), warehouse, SQL, mode="mirror", sync_id="vip", max_removals=1.0)
+    assert ops(left, "planned") == (0, 0, 0), "vip did not add 1 and 2, so it does not remove them"
+
+
+def test_without_the_read_scope_subscribes_go_out_unchecked(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    attentive_emulator.client.add_key("write-only", scopes=["subscriptions:write", "attributes:write"])
+    set_members(warehouse, [1, 2, 3])
+    config = TransportConfig(base_url=attentive_emulator.url, api_key="write-only", backoff_base=0.01)
+    with AttentiveTransport(config) as limited:
+        summary = run_sync(subs(), warehouse, SQL, mode="add", sender=limited)
+    assert ops(summary, "succeeded") == (3, 0, 0)
+    assert request_count(attentive_emulator, "subscriptions_read") == 3, "one refused batch of checks, then none"
