@@ -120,6 +120,7 @@ def render_table(summary: dict[str, Any]) -> str:
         "ignored_changes",
         "already_subscribed",
         "shared_phones",
+        "names_written",
         "blocked_removals",
         "held_removals",
     ):
