@@ -32,8 +32,9 @@ ENDPOINTS: dict[str, Endpoint] = {
     for e in (
         Endpoint("me", "GET", "/v1/me", None, 150.0, True),
         Endpoint("attributes", "POST", "/v1/attributes/custom", "attributes:write", 150.0, True),
-        # Events are deduplicated by the stable externalEventId the sync engine puts in every body.
-        Endpoint("events", "POST", "/v1/events/custom", "events:write", 150.0, True),
+        # Every event carries a stable externalEventId, but Attentive does not document deduplicating by it,
+        # and a repeated event can trigger a journey twice: one that may have been applied is in doubt, not resent.
+        Endpoint("events", "POST", "/v1/events/custom", "events:write", 150.0, False),
         # Attentive texts the person again on a repeated subscribe/unsubscribe, so a resend is not harmless.
         Endpoint("subscribe", "POST", "/v1/subscriptions", "subscriptions:write", 10.0, False),
         Endpoint("unsubscribe", "POST", "/v1/subscriptions/unsubscribe", "subscriptions:write", 5.0, False),

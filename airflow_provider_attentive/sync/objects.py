@@ -259,6 +259,31 @@ class ObjectType:
                 flagged.append(f"{column!r} ({hits} of {len(values)} values)")
         return flagged
 
+    def _sensitive_in(self, column_index: int, obj: Any, path: str = "") -> Invalid | None:
+        """``_sensitive`` for every key and value inside a JSON column (properties of an event)."""
+        if self.columns[column_index].lower() in self.allow_sensitive:
+            return None
+        if isinstance(obj, Mapping):
+            for name, value in obj.items():
+                where = f"{path}.{name}" if path else str(name)
+                if sensitive_name(str(name)):
+                    return Invalid(
+                        f"column {self.columns[column_index]!r} holds a property {where!r} that looks like "
+                        "sensitive data (SSN, payment card or health), which Attentive's terms prohibit; not sent",
+                        sensitive=True,
+                    )
+                bad = self._sensitive_in(column_index, value, where)
+                if bad:
+                    return bad
+            return None
+        if isinstance(obj, list):
+            for value in obj:
+                bad = self._sensitive_in(column_index, value, path)
+                if bad:
+                    return bad
+            return None
+        return self._sensitive(column_index, obj)
+
     def _sensitive(self, column_index: int, value: Any) -> Invalid | None:
         kind = sensitive_value(value)
         if kind and self.columns[column_index].lower() not in self.allow_sensitive:
@@ -456,8 +481,11 @@ class EventsType(ObjectType):
                     continue
                 try:
                     occurred = parse_timestamp(value)
+                    occurred.astimezone(dt.timezone.utc)  # 0001-01-01 with a positive offset has no UTC time
                 except InvalidValue as exc:
                     return Invalid(str(exc))
+                except (OverflowError, ValueError):
+                    return Invalid(f"timestamp {str(value)[:40]!r} is out of range")
             elif dest == "properties":
                 if value is None:
                     continue
@@ -467,6 +495,9 @@ class EventsType(ObjectType):
                     return Invalid(f"column {self.columns[i]!r} is not valid JSON")
                 if not isinstance(obj, Mapping):
                     return Invalid(f"column {self.columns[i]!r} must hold a JSON object of properties")
+                bad = self._sensitive_in(i, obj)
+                if bad:
+                    return bad
                 try:
                     properties.update(json_value(obj, "properties"))
                 except InvalidValue as exc:

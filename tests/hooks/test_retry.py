@@ -21,7 +21,7 @@ REQUEST = httpx.Request("POST", "https://api.example/v1/subscriptions")
 
 
 def test_endpoint_table() -> None:
-    assert {n for n, e in ENDPOINTS.items() if not e.idempotent} == {"subscribe", "unsubscribe"}
+    assert {n for n, e in ENDPOINTS.items() if not e.idempotent} == {"events", "subscribe", "unsubscribe"}
     assert ENDPOINTS["unsubscribe"].default_rate == 5
     assert ENDPOINTS["subscribe"].default_rate == 10
     assert ENDPOINTS["identity"].default_rate == 10

@@ -229,3 +229,57 @@ def test_epoch_timestamps_stored_as_digits_or_numbers(
     )
     assert "'20261126'" in reasons["9"] and "8 digits long" in reasons["9"]
     assert "5 digits long" in reasons["10"] and "it is negative" in reasons["11"]
+
+
+def test_an_out_of_range_timestamp_is_an_invalid_row_not_a_crash(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    warehouse.execute("CREATE TABLE e (id INTEGER, phone TEXT, ts TEXT)")
+    rows = [(1, phone(1), "0001-01-01T00:00:00+01:00"), (2, phone(2), "2026-11-26T10:00:00Z"), (3, phone(3), None)]
+    warehouse.executemany("INSERT INTO e VALUES (?, ?, ?)", rows)
+    warehouse.commit()
+    obj = events(primary_key="id", mapping={"phone": "phone", "ts": "timestamp"})
+    summary = run_sync(obj, warehouse, "SELECT id, phone, ts FROM e", max_failed_ratio=1.0)
+    assert summary["succeeded"]["added"] == 2 and summary["invalid"] == 1
+    assert summary["errors"] == [{"key": "1", "reason": "timestamp '0001-01-01T00:00:00+01:00' is out of range"}]
+
+
+def test_sensitive_values_and_names_inside_a_properties_json_column_stop_the_run(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    warehouse.execute("CREATE TABLE e (id INTEGER, phone TEXT, props TEXT)")
+    sql = "SELECT id, phone, props FROM e"
+    obj = events(primary_key="id", mapping={"phone": "phone", "props": "properties"})
+    for props, found in (
+        ('{"order": {"card": "4111 1111 1111 1111"}}', "payment card"),
+        ('{"items": [{"ssn": "x"}]}', "items.ssn"),
+        ('{"note": "123-45-6789"}', "SSN"),
+    ):
+        warehouse.execute("DELETE FROM e")
+        warehouse.executemany("INSERT INTO e VALUES (?, ?, ?)", [(1, phone(1), '{"ok": 1}'), (2, phone(2), props)])
+        warehouse.commit()
+        with pytest.raises(SyncConfigError, match=found):
+            run_sync(obj, warehouse, sql)
+        assert request_count(attentive_emulator, "events") == 0
+    allowed = run_sync(
+        events(primary_key="id", mapping={"phone": "phone", "props": "properties"}, allow_sensitive=["props"]),
+        warehouse,
+        sql,
+    )
+    assert allowed["succeeded"]["added"] == 2
+
+
+def test_an_event_whose_answer_was_lost_is_in_doubt_not_sent_again(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    create_shipments(warehouse, 5)
+    window = SQL.format(start=NOW - dt.timedelta(days=1), end=NOW + dt.timedelta(days=1))
+    attentive_emulator.client.set_faults(drop_after_apply_rate=1.0, endpoints=["events"], seed=1)
+    first = run_sync(events(), warehouse, window, max_failed_ratio=1.0)
+    assert first["in_doubt"] == 5 and first["failed"]["added"] == 0 and request_count(attentive_emulator, "events") == 5
+    attentive_emulator.client.clear_faults()
+    again = run_sync(events(), warehouse, window, max_failed_ratio=1.0)
+    assert again["requests"] == 0 and again["in_doubt"] == 5, "reported, not resent"
+    resent = run_sync(events(), warehouse, window, resend_in_doubt=True)
+    assert resent["succeeded"]["added"] == 5
+    assert attentive_emulator.client.stats()["events_stored"] == 5
