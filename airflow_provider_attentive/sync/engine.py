@@ -350,6 +350,9 @@ class SyncEngine:
                     continue
                 op, attempt_hash = decision
                 prepared = self.obj.prepare(row, key)
+                if isinstance(prepared, Invalid) and prepared.empty:
+                    self.summary.extra["nothing_to_send"] = self.summary.extra.get("nothing_to_send", 0) + 1
+                    continue
                 if isinstance(prepared, Invalid):
                     if prepared.sensitive:
                         sensitive.append(f"{mask_key(key)}: {prepared.reason}")

@@ -63,6 +63,8 @@ class Invalid:
 
     reason: str
     sensitive: bool = False
+    # Not an error: the row has nothing to send (every attribute NULL). Counted apart from invalid rows.
+    empty: bool = False
 
 
 # Fields whose values identify or describe the event rather than being stored as data.
@@ -140,6 +142,7 @@ class ObjectType:
         # (column index, destination field) pairs, in a stable order, resolved by configure()
         self.fields: list[tuple[int, str]] = []
         self._fingerprint = ""
+        self._hash_order: list[int] = []
 
     # -- configuration ------------------------------------------------------------------------------------
 
@@ -174,7 +177,11 @@ class ObjectType:
             self.check_destination(col, dest)
         self.fields = [(self.columns.index(col), dest) for col, dest in pairs]
         self.check_fields()
-        self._fingerprint = dumps([self.object_type, self.fingerprint_extra(), self.default_region, destinations])
+        # Sorted: writing the same mapping in another order is the same sync and must not resend every row.
+        self._hash_order = [i for i, _ in sorted(self.fields, key=lambda field: field[1])]
+        self._fingerprint = dumps(
+            [self.object_type, self.fingerprint_extra(), self.default_region, sorted(destinations)]
+        )
 
     def default_mapping(self, pk_column: str) -> list[tuple[str, str]]:
         raise NotImplementedError
@@ -221,7 +228,7 @@ class ObjectType:
         return False
 
     def row_hash(self, row: Sequence[Any]) -> str:
-        body = dumps([self._fingerprint, [canonical(row[i]) for i, _ in self.fields]])
+        body = dumps([self._fingerprint, [canonical(row[i]) for i in self._hash_order]])
         return hashlib.blake2b(body.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
     def prepare(self, row: Sequence[Any], key: str) -> Prepared | Invalid:
@@ -378,7 +385,7 @@ class AttributesType(ObjectType):
             except InvalidValue as exc:
                 return Invalid(str(exc))
         if not properties:
-            return Invalid("every attribute is NULL; nothing to send")
+            return Invalid("every attribute is NULL; nothing to send", empty=True)
         return Prepared(payload={"properties": properties, "user": user_obj}, note=note)
 
 

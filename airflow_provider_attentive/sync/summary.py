@@ -121,6 +121,7 @@ def render_table(summary: dict[str, Any]) -> str:
         "already_subscribed",
         "shared_phones",
         "names_written",
+        "nothing_to_send",
         "blocked_removals",
         "held_removals",
     ):

@@ -356,3 +356,22 @@ def test_a_row_sent_without_its_invalid_email_is_counted_and_named(
     assert summary["warning_samples"] == [{"key": "1", "note": summary["warning_samples"][0]["note"]}]
     assert "sent without it" in summary["warning_samples"][0]["note"]
     assert "not-an-email" not in str(summary)
+
+
+def test_rows_with_every_attribute_null_are_not_errors(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    create_customers(warehouse, 10)
+    warehouse.execute("UPDATE customers SET loyalty_tier = NULL, ltv = NULL WHERE customer_id < 5")
+    warehouse.commit()
+    summary = run_sync(attributes(mapping={"phone": "phone", "loyalty_tier": "tier", "ltv": "ltv"}), warehouse, SQL)
+    assert summary["succeeded"]["added"] == 5 and summary["invalid"] == 0 and summary["nothing_to_send"] == 5
+
+
+def test_the_same_mapping_written_in_another_order_sends_nothing(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    create_customers(warehouse, 10)
+    run_sync(attributes(mapping={"phone": "phone", "loyalty_tier": "tier", "ltv": "ltv"}), warehouse, SQL)
+    again = run_sync(attributes(mapping={"ltv": "ltv", "loyalty_tier": "tier", "phone": "phone"}), warehouse, SQL)
+    assert again["unchanged"] == 10 and again["requests"] == 0
