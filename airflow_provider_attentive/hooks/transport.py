@@ -20,6 +20,7 @@ import logging
 import math
 import queue
 import random
+import re
 import threading
 import time
 import urllib.parse
@@ -49,6 +50,27 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class _RedactIdentifiers(logging.Filter):
+    """Masks ``phone=`` and ``email=`` query values in httpx's request log lines.
+
+    httpx logs every request URL at INFO ("HTTP Request: GET .../v1/subscriptions?phone=%2B1415..."), and
+    Airflow's task logs keep INFO: without this, each eligibility check would write a phone number in clear.
+    """
+
+    _QUERY = re.compile(r"((?:phone|email)=)[^&\s\"']+", re.IGNORECASE)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "phone=" in message or "email=" in message:
+            record.msg = self._QUERY.sub(r"\1***", message)
+            record.args = None
+        return True
+
+
+if not any(isinstance(f, _RedactIdentifiers) for f in logging.getLogger("httpx").filters):
+    logging.getLogger("httpx").addFilter(_RedactIdentifiers())
 
 DEFAULT_BASE_URL = "https://api.attentivemobile.com"
 RATE_LIMIT_BACKENDS = ("local", "redis", "sql")

@@ -434,6 +434,7 @@ def assert_accounted(summary: dict[str, Any]) -> None:
         + sum(s["failed"].values())
         + s["in_doubt"]
         + s["remaining"]
+        + s.get("nothing_to_send", 0)
     )
     assert total == s["rows_read"], f"rows not accounted for: {total} != {s['rows_read']} in {s}"
 

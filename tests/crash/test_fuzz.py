@@ -23,7 +23,14 @@ from hypothesis import strategies as st
 from airflow_provider_attentive.emulator import Emulator
 from airflow_provider_attentive.hooks.transport import AttentiveTransport, TransportConfig
 from airflow_provider_attentive.sync.engine import SyncEngine, SyncOptions
-from airflow_provider_attentive.sync.objects import AttributesType, EventsType, ObjectType, SubscriptionsType, key_text
+from airflow_provider_attentive.sync.objects import (
+    AttributesType,
+    EventsType,
+    Invalid,
+    ObjectType,
+    SubscriptionsType,
+    key_text,
+)
 from airflow_provider_attentive.sync.values import mask_key, normalize_phone
 from tests.crash.conftest import assert_accounted, phone
 
@@ -128,6 +135,10 @@ def check_every_row(
     for row in table:
         key = obj.key_of(row)  # the state key: the primary key, or the E.164 phone for subscriptions
         if key is not None and state.get(key) == "ok":
+            continue
+        prepared = obj.prepare(row, key) if key is not None else None
+        if isinstance(prepared, Invalid) and prepared.empty:
+            assert summary["nothing_to_send"], "a row with nothing to send was not counted"
             continue
         shown = {mask_key(key_text(row[0]))} | ({mask_key(key)} if key is not None else set())
         reported = [reasons.get((k, s)) for k in shown for s in ("invalid", "rejected")]

@@ -514,3 +514,14 @@ def test_transport_modules_do_not_import_airflow() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_phone_numbers_in_query_strings_are_masked_in_httpx_logs(
+    attentive_emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="httpx")
+    with make(attentive_emulator.url) as transport:
+        result = transport.request("subscriptions_read", params={"phone": "+14155550123"})
+    assert result.ok
+    assert "HTTP Request: GET" in caplog.text and "phone=***" in caplog.text
+    assert "4155550123" not in caplog.text
