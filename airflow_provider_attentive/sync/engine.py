@@ -167,6 +167,8 @@ class SyncEngine:
             dry_run=options.dry_run,
             run_id=options.run_id,
         )
+        if isinstance(obj, AttributesType):
+            self.summary.extra.update(nothing_to_send=0)
         if isinstance(obj, EventsType):
             self.summary.extra.update(stale=0, ignored_changes=0)
         if isinstance(obj, SubscriptionsType):
@@ -351,7 +353,7 @@ class SyncEngine:
                 op, attempt_hash = decision
                 prepared = self.obj.prepare(row, key)
                 if isinstance(prepared, Invalid) and prepared.empty:
-                    self.summary.extra["nothing_to_send"] = self.summary.extra.get("nothing_to_send", 0) + 1
+                    self.summary.extra["nothing_to_send"] += 1
                     continue
                 if isinstance(prepared, Invalid):
                     if prepared.sensitive:
@@ -785,9 +787,7 @@ class SyncEngine:
         return [(item, request) for item, request in part if item.pk not in already]
 
     def _writes_names(self) -> bool:
-        return isinstance(self.obj, SubscriptionsType) and any(
-            dest in ("first_name", "last_name") for _, dest in self.obj.fields
-        )
+        return isinstance(self.obj, SubscriptionsType) and self.obj.writes_names
 
     def _queue_names(self, key: str, prepared: Prepared, row_hash: str) -> None:
         body = {"properties": prepared.names, "user": {"phone": prepared.identity["phone"]}}

@@ -143,6 +143,7 @@ class ObjectType:
         self.fields: list[tuple[int, str]] = []
         self._fingerprint = ""
         self._hash_order: list[int] = []
+        self.field_index: dict[str, int] = {}
 
     # -- configuration ------------------------------------------------------------------------------------
 
@@ -176,6 +177,7 @@ class ObjectType:
         for col, dest in pairs:
             self.check_destination(col, dest)
         self.fields = [(self.columns.index(col), dest) for col, dest in pairs]
+        self.field_index = {dest: i for i, dest in self.fields}  # read per row: looked up once here
         self.check_fields()
         # Sorted: writing the same mapping in another order is the same sync and must not resend every row.
         self._hash_order = [i for i, _ in sorted(self.fields, key=lambda field: field[1])]
@@ -677,7 +679,7 @@ class SubscriptionsType(ObjectType):
 
     @property
     def key_index(self) -> int:
-        return next(i for i, dest in self.fields if dest == "phone")
+        return self.field_index["phone"]
 
     def key_from_value(self, value: Any) -> str | None:
         if value is None:
@@ -766,9 +768,14 @@ class SubscriptionsType(ObjectType):
         body["singleOptIn"] = self.single_opt_in
         return body
 
+    @property
+    def writes_names(self) -> bool:
+        """Whether first/last names are mapped (written as attributes after a subscribe)."""
+        return "first_name" in self.field_index or "last_name" in self.field_index
+
     def email_of(self, row: Sequence[Any]) -> str | None:
         """The row's email as it would be sent (lower-cased for comparison), or None."""
-        index = next((i for i, dest in self.fields if dest == "email"), None)
+        index = self.field_index.get("email")
         if index is None or row[index] is None:
             return None
         try:
