@@ -1,7 +1,49 @@
-"""Apache Airflow provider for Attentive: warehouse rows to custom attributes, events and subscriptions."""
+"""Apache Airflow provider for Attentive: warehouse rows to custom attributes, events and subscriptions.
+
+The public names are imported lazily (PEP 562), so ``import airflow_provider_attentive`` (which Airflow's
+provider manager does to read the version) never loads Airflow's operator machinery:
+
+    from airflow_provider_attentive import AttentiveAttributesOperator, AttentiveHook
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    from airflow_provider_attentive.hooks.attentive import AttentiveHook
+    from airflow_provider_attentive.operators.attributes import AttentiveAttributesOperator
+    from airflow_provider_attentive.operators.events import AttentiveEventsOperator
+    from airflow_provider_attentive.operators.subscriptions import AttentiveSubscriptionsOperator
+
+#: public name -> the module that defines it
+_LAZY = {
+    "AttentiveHook": "airflow_provider_attentive.hooks.attentive",
+    "AttentiveAttributesOperator": "airflow_provider_attentive.operators.attributes",
+    "AttentiveEventsOperator": "airflow_provider_attentive.operators.events",
+    "AttentiveSubscriptionsOperator": "airflow_provider_attentive.operators.subscriptions",
+}
+
+__all__ = [
+    "AttentiveAttributesOperator",
+    "AttentiveEventsOperator",
+    "AttentiveHook",
+    "AttentiveSubscriptionsOperator",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

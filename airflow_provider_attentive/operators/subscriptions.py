@@ -7,8 +7,6 @@ from typing import Any
 from airflow_provider_attentive.operators.base import AttentiveSyncOperator
 from airflow_provider_attentive.sync.objects import ObjectType, SubscriptionsType
 
-MODES = ("add", "remove", "mirror")
-
 
 class AttentiveSubscriptionsOperator(AttentiveSyncOperator):
     """Subscribe people who enter a model, unsubscribe people who leave it, and nobody twice.
@@ -47,8 +45,8 @@ class AttentiveSubscriptionsOperator(AttentiveSyncOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode not in SubscriptionsType.modes:
+            raise ValueError(f"mode must be one of {SubscriptionsType.modes}, got {mode!r}")
         self.mode = mode
         self.sign_up_source_id = sign_up_source_id
         self.locale = locale

@@ -66,7 +66,7 @@ class Intent:
 
 
 @dataclass
-class Outcome:
+class RowOutcome:
     """What happened to one row in this run."""
 
     pk: str
@@ -265,7 +265,7 @@ class StateStore:
             raise
         existing.update(i.pk for i in intents)
 
-    def write_outcomes(self, sync_id: str, run_id: str, outcomes: Sequence[Outcome], *, log: bool = True) -> None:
+    def write_outcomes(self, sync_id: str, run_id: str, outcomes: Sequence[RowOutcome], *, log: bool = True) -> None:
         """Record outcomes (state + row log) in one transaction. A hash becomes ``row_hash`` only on ok."""
         if not outcomes:
             return

@@ -1,0 +1,69 @@
+"""How planned requests reach Attentive: the delivery strategies behind the engine's one loop.
+
+The engine plans rows and writes their intents batch by batch; a :class:`Delivery` takes those batches and
+yields each row's answer. Two shapes fit this seam:
+
+* :class:`PerRowDelivery` (today's only one): one request per row, answered at once (v1 endpoints);
+* a bulk delivery (v2 bulk jobs): one request carries a whole batch (256 users, or 10,000 segment members), and
+  Attentive answers with a job whose results file gives each row's outcome later. It records the job against
+  its rows when submitted, yields nothing for them then, and yields their answers from :meth:`Delivery.reconcile`
+  once the job has finished (in this run after waiting, or in a later run).
+
+Either way the engine records every answer the same way, so the loop does not change with the strategy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol
+
+from airflow_provider_attentive.client import Request, Result
+from airflow_provider_attentive.sync.object_type import Planned
+
+__all__ = ["Delivery", "PerRowDelivery", "Sender"]
+
+
+class Sender(Protocol):
+    """What a delivery needs from the transport (``client.AttentiveTransport`` or ``AttentiveHook``)."""
+
+    def send_many(self, endpoint: Any, requests: Any) -> Iterator[Result]: ...
+
+
+class Delivery(Protocol):
+    """A way of turning batches of planned rows into answers, one per row."""
+
+    #: rows per batch of intents this delivery wants (None: the run's ``batch_size``)
+    batch_size: int | None
+
+    def deliver(self, endpoint: str, batches: Iterable[Sequence[Planned]]) -> Iterator[tuple[Planned, Result]]:
+        """Send ``batches`` (pulled lazily: each batch's intents are written just before it is pulled) and
+        yield ``(row, answer)`` for every row answered now."""
+        ...
+
+    def reconcile(self) -> Iterator[tuple[Planned, Result]]:
+        """Answers for rows sent earlier whose outcome arrived since (bulk jobs); nothing for per-row."""
+        ...
+
+
+class PerRowDelivery:
+    """One request per row, answered at once: the transport keeps many in flight within the rate limits."""
+
+    batch_size: int | None = None
+
+    def __init__(self, sender: Sender) -> None:
+        self.sender = sender
+
+    def deliver(self, endpoint: str, batches: Iterable[Sequence[Planned]]) -> Iterator[tuple[Planned, Result]]:
+        in_flight: dict[str, Planned] = {}
+
+        def requests() -> Iterator[Request]:
+            for batch in batches:
+                for item in batch:
+                    in_flight[item.key] = item
+                    yield Request(key=item.key, body=item.body)
+
+        for result in self.sender.send_many(endpoint, requests()):
+            yield in_flight.pop(str(result.key)), result
+
+    def reconcile(self) -> Iterator[tuple[Planned, Result]]:
+        return iter(())
