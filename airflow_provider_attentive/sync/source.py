@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from airflow_provider_attentive.sync.errors import SourceDataError, SyncConfigError
+from airflow_provider_attentive.sync.sql_text import strip_sql
 from airflow_provider_attentive.sync.values import mask_key
+
+__all__ = ["RowConverter", "SqlSource", "quote_identifier"]
 
 RowConverter = Callable[[Sequence[Any]], Sequence[Sequence[Any]]]
 _cursor_names = itertools.count(1)
@@ -30,93 +32,12 @@ def quote_identifier(name: str, conn: Any) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def strip_sql(sql: str) -> str:
-    """The model without the statement terminators that would break it as a subquery.
-
-    A ``;`` is dropped even when comments follow it (``SELECT ...;`` then a ``-- end of model`` line). The
-    comments themselves stay: they are harmless inside the newline-delimited wrappers and may tag the query in
-    the warehouse's history.
-    """
-    text = sql.strip()
-    while True:
-        end = _code_end(text)
-        if end == 0:
-            raise SyncConfigError("sql is empty")
-        if end is None:
-            # Quoting we cannot read with certainty: only a terminator at the very end is safe to remove.
-            if not text.endswith(";"):
-                return text
-            end = len(text)
-        elif text[end - 1] != ";":
-            return text
-        text = (text[: end - 1].rstrip() + text[end:]).strip()
-
-
-_DOLLAR_QUOTE = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
-
-
-def _code_end(sql: str) -> int | None:
-    """Index just past the last character of ``sql`` that is not whitespace or part of a comment.
-
-    Standard SQL doubles a quote inside a string while MySQL (and PostgreSQL ``E''`` strings) also accept a
-    backslash escape. The text is read both ways and an answer is trusted only when both agree, so that a ``--``
-    or ``;`` inside a string literal is not taken for a comment or a terminator whatever the dialect. ``None``
-    when the two disagree or the text ends inside a string or a comment.
-    """
-    ends = {_scan_code_end(sql, backslash_escapes=b) for b in (False, True)}
-    return ends.pop() if len(ends) == 1 else None
-
-
-def _scan_code_end(sql: str, *, backslash_escapes: bool) -> int | None:
-    end = 0
-    i = 0
-    n = len(sql)
-    while i < n:
-        ch = sql[i]
-        if sql.startswith("--", i):
-            newline = sql.find("\n", i)
-            i = n if newline < 0 else newline + 1
-        elif sql.startswith("/*", i):
-            close = sql.find("*/", i + 2)
-            if close < 0:
-                return None
-            i = close + 2
-        elif ch in "'\"`":
-            j = i + 1
-            while j < n:
-                if backslash_escapes and sql[j] == "\\":
-                    j += 2
-                elif sql[j] == ch:
-                    if sql.startswith(ch, j + 1):  # a doubled quote stands for one quote
-                        j += 2
-                    else:
-                        break
-                else:
-                    j += 1
-            if j >= n:
-                return None
-            i = end = j + 1
-        elif ch == "$" and (i == 0 or not (sql[i - 1].isalnum() or sql[i - 1] == "_")):
-            tag = _DOLLAR_QUOTE.match(sql, i)
-            if tag is None:
-                i = end = i + 1
-            else:
-                close = sql.find(tag.group(), tag.end())
-                if close < 0:
-                    return None
-                i = end = close + len(tag.group())
-        else:
-            if not ch.isspace():
-                end = i + 1
-            i += 1
-    return end
-
-
 class SqlSource:
     """A SQL model read through a DB-API connection.
 
     :param conn: open DB-API connection to the warehouse.
-    :param sql: one SELECT statement (templated by Airflow before it gets here).
+    :param sql: one SELECT statement (templated by Airflow before it gets here); a second one is refused
+        (:func:`~airflow_provider_attentive.sync.sql_text.strip_sql`).
     :param parameters: bind parameters for ``sql``.
     :param chunk_size: rows per ``fetchmany``.
     :param convert: optional per-chunk row converter (``DbApiHook._make_common_data_structure``) for drivers
@@ -145,7 +66,7 @@ class SqlSource:
             cur.execute(sql, self.parameters)
 
     def _cursor(self) -> Any:
-        if _driver(self.conn) in ("psycopg2", "psycopg"):
+        if _server_side(self.conn):
             # Named cursors stream from the server; without one the driver loads the whole result in memory.
             # WITH HOLD: the state store may share this connection and commits between chunks, and a commit
             # closes a plain server-side cursor ("named cursor isn't valid anymore").
@@ -197,11 +118,7 @@ class SqlSource:
                 self._execute(cur, f"SELECT * FROM {self._subquery()} WHERE 1 = 0")
                 cur.fetchall()
             except Exception as exc:
-                _rollback(self.conn)
-                raise SyncConfigError(
-                    "could not run the model: the sql must be a single SELECT that can be used as a subquery "
-                    f"({type(exc).__name__}: {str(exc)[:300]})"
-                ) from exc
+                raise self._model_error("could not run the model", exc) from exc
             return _columns(cur)
         finally:
             cur.close()
@@ -223,11 +140,7 @@ class SqlSource:
                 found = cur.fetchmany(sample + 1)
                 more = cur.fetchmany(1000)
             except Exception as exc:
-                _rollback(self.conn)
-                raise SyncConfigError(
-                    "could not check the primary key: the sql must be a single SELECT that can be used as a "
-                    f"subquery ({type(exc).__name__}: {str(exc)[:300]})"
-                ) from exc
+                raise self._model_error("could not check the primary key", exc) from exc
         finally:
             cur.close()
         nulls = sum(int(r[1] or 0) for r in found if r[0] is None)
@@ -243,6 +156,53 @@ class SqlSource:
             raise SourceDataError(
                 f"primary key {column!r} must be unique and non-null; nothing was sent: " + "; ".join(problems)
             )
+
+    def _model_error(self, doing: str, wrapped: Exception) -> SyncConfigError:
+        """The configuration error for a wrapped model that failed, blaming the model's own text when it can.
+
+        The error of the wrapper points past the model (a typo in ``SELEC a FROM t`` is reported near the
+        wrapper's ``FROM``), so the model is run once more as written: when it fails alone, that error names
+        the right word; only a model that runs alone but not wrapped is told about subqueries.
+        """
+        _rollback(self.conn)  # PostgreSQL refuses every statement after an error until the rollback
+        alone = self._run_alone()
+        if alone is not None:
+            return SyncConfigError(f"{doing}: the database rejects the sql ({_describe(alone)})")
+        return SyncConfigError(
+            f"{doing}: the sql runs alone but not as a subquery, which the sync wraps it in; it must be a single "
+            f"SELECT that can be used as a subquery ({_describe(wrapped)})"
+        )
+
+    def _run_alone(self) -> Exception | None:
+        """Run the model as written without fetching a row: its error, or None when it runs.
+
+        On PostgreSQL a server-side cursor only declares the query, so nothing is computed or sent; other
+        drivers start the query, which costs one more run only when the model runs alone but fails wrapped.
+        """
+        server_side = _server_side(self.conn)
+        try:
+            cur = self.conn.cursor(name=f"attentive_probe_{next(_cursor_names)}") if server_side else self.conn.cursor()
+        except Exception as exc:
+            return exc
+        try:
+            self._execute(cur, self.sql)
+        except Exception as exc:
+            return exc
+        finally:
+            with contextlib.suppress(Exception):
+                cur.close()
+            _rollback(self.conn)
+        return None
+
+
+def _server_side(conn: Any) -> bool:
+    """Whether the driver takes named (server-side) cursors: the PostgreSQL ones."""
+    return _driver(conn) in ("psycopg2", "psycopg")
+
+
+def _describe(exc: Exception) -> str:
+    # The driver's message quotes the sql, never a row: no row is fetched before an error is described.
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
 def _show(value: Any) -> str:

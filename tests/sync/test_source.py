@@ -11,10 +11,12 @@ import pytest
 from airflow_provider_attentive.emulator import Emulator
 from airflow_provider_attentive.sync.errors import SourceDataError, SyncConfigError
 from airflow_provider_attentive.sync.objects import AttributesType
-from airflow_provider_attentive.sync.source import SqlSource, strip_sql
-from tests.postgres import pg_connect
-from tests.sync.conftest import RunSync, create_customers, phone
-from tests.sync.test_subscriptions import set_members, subs
+from airflow_provider_attentive.sync.source import SqlSource
+from tests.helpers.engine import RunSync
+from tests.helpers.objects import subs
+from tests.helpers.phones import phone
+from tests.helpers.postgres import pg_connect
+from tests.helpers.warehouse import create_customers, set_members
 
 
 def traced(path: Path, marker: str) -> tuple[sqlite3.Connection, list[str]]:
@@ -135,29 +137,6 @@ def test_dashes_and_semicolons_inside_string_literals_are_kept(
     assert attentive_emulator.client.attributes()[phone(1)] == {"note": "--x;", "quoted": "a ';-- b"}
 
 
-@pytest.mark.parametrize(
-    ("sql", "kept"),
-    [
-        ("SELECT a FROM t;\n-- end of model\n", "SELECT a FROM t\n-- end of model"),
-        ("SELECT a FROM t; -- end; /* x */", "SELECT a FROM t -- end; /* x */"),
-        ("SELECT a FROM t ; /* one */ ; -- two", "SELECT a FROM t /* one */ -- two"),
-        ("SELECT '--;' AS a FROM t", "SELECT '--;' AS a FROM t"),
-        ('SELECT "x--;" FROM t;', 'SELECT "x--;" FROM t'),
-        ("SELECT $$ -- ; $$ AS a;", "SELECT $$ -- ; $$ AS a"),
-        # Read with backslash escapes (MySQL) the string runs to the last quote: the trailing ; is dropped.
-        ("SELECT 'a\\' -- ' ;", "SELECT 'a\\' -- '"),
-    ],
-)
-def test_strip_sql_drops_terminators_but_keeps_strings_and_comments(sql: str, kept: str) -> None:
-    assert strip_sql(sql) == kept
-
-
-@pytest.mark.parametrize("sql", ["", " ;; ", "-- nothing here\n", "/* nor here */ ;"])
-def test_a_model_of_only_comments_and_semicolons_is_empty(sql: str) -> None:
-    with pytest.raises(SyncConfigError, match="sql is empty"):
-        strip_sql(sql)
-
-
 def test_a_model_that_cannot_run_is_a_config_error_naming_the_driver_error(
     warehouse: sqlite3.Connection, run_sync: RunSync, attentive_emulator: Emulator
 ) -> None:
@@ -178,6 +157,71 @@ def test_a_model_that_cannot_run_is_a_config_error_naming_the_driver_error(
         "SELECT customer_id, phone, loyalty_tier FROM customers",
     )
     assert summary["succeeded"]["added"] == 2
+
+
+def test_a_model_of_two_statements_is_refused_before_anything_runs(
+    warehouse: sqlite3.Connection, run_sync: RunSync, attentive_emulator: Emulator
+) -> None:
+    create_customers(warehouse, 2)
+    with pytest.raises(SyncConfigError, match=r"must be one SELECT statement, .*: 'DELETE FROM customers'$"):
+        run_sync(
+            AttributesType(primary_key="customer_id", mapping=None, default_region=None),
+            warehouse,
+            "SELECT customer_id, phone, loyalty_tier FROM customers; DELETE FROM customers",
+        )
+    assert warehouse.execute("SELECT COUNT(*) FROM customers").fetchone() == (2,)
+    assert attentive_emulator.client.stats()["endpoints"]["attributes"]["requests"] == 0
+
+
+def test_a_typo_is_blamed_on_the_word_the_database_rejects(
+    warehouse: sqlite3.Connection, run_sync: RunSync, attentive_emulator: Emulator
+) -> None:
+    """The model runs wrapped (``SELECT * FROM (model)``), where SQLite would point at the wrapper's FROM; the
+    model run alone names the misspelt word, and the subquery hint is left out: it is not the problem."""
+    warehouse.execute("CREATE TABLE members (member_id INTEGER, phone TEXT)")
+    obj = AttributesType(primary_key="member_id", mapping=None, default_region=None)
+    with pytest.raises(SyncConfigError) as info:
+        run_sync(obj, warehouse, "SELEC member_id, phone FROM members")
+    assert str(info.value) == (
+        'could not run the model: the database rejects the sql (OperationalError: near "SELEC": syntax error)'
+    )
+    with pytest.raises(SyncConfigError) as info:
+        SqlSource(warehouse, "SELEC member_id FROM members").check_primary_key("member_id")
+    assert str(info.value) == (
+        'could not check the primary key: the database rejects the sql (OperationalError: near "SELEC": syntax error)'
+    )
+
+
+def test_a_model_that_runs_alone_but_not_as_a_subquery_is_told_so(warehouse: sqlite3.Connection) -> None:
+    warehouse.execute("CREATE TABLE members (member_id INTEGER)")
+    with pytest.raises(SyncConfigError) as info:
+        SqlSource(warehouse, "PRAGMA table_info(members)").columns()
+    assert str(info.value) == (
+        "could not run the model: the sql runs alone but not as a subquery, which the sync wraps it in; it must "
+        'be a single SELECT that can be used as a subquery (OperationalError: near "(": syntax error)'
+    )
+
+
+@pytest.mark.postgres
+def test_postgres_blames_a_typo_on_the_word_and_reads_backslashes_its_own_way(pg_database: dict[str, Any]) -> None:
+    """The model is run alone through a server-side cursor (declared, never fetched), after a rollback: the
+    failed wrapper aborted the transaction. The connection serves the corrected model afterwards."""
+    conn = pg_connect(pg_database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE members (member_id INTEGER)")
+        conn.commit()
+        source = SqlSource(conn, "SELEC member_id FROM members")
+        for check in (source.columns, lambda: source.check_primary_key("member_id")):
+            with pytest.raises(SyncConfigError) as info:
+                check()
+            assert 'the database rejects the sql (SyntaxError: syntax error at or near "SELEC"' in str(info.value)
+            assert "subquery" not in str(info.value)
+        # 'C:\' is a whole string to PostgreSQL: the ; inside 'x;y' is no terminator, and nothing is refused.
+        assert SqlSource(conn, "SELECT 'C:\\' AS path, 'x;y' AS note FROM members;").columns() == ["path", "note"]
+        assert SqlSource(conn, "SELECT member_id FROM members").columns() == ["member_id"]
+    finally:
+        conn.close()
 
 
 @pytest.mark.postgres
