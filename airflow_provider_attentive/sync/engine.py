@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from airflow_provider_attentive.client import RequestOutcome, Result
+from airflow_provider_attentive.sync.budget import SendBudget
 from airflow_provider_attentive.sync.delivery import Delivery, PerRowDelivery, Sender
 from airflow_provider_attentive.sync.errors import (
     AttentiveAuthError,
@@ -44,12 +45,11 @@ from airflow_provider_attentive.sync.options import SyncOptions
 from airflow_provider_attentive.sync.source import SqlSource
 from airflow_provider_attentive.sync.state import Intent, RowOutcome, StateRow, StateStore
 from airflow_provider_attentive.sync.summary import Summary, render_table
-from airflow_provider_attentive.sync.values import mask_key, mask_payload
+from airflow_provider_attentive.sync.values import mask_key
 
 __all__ = ["SyncEngine", "SyncOptions"]
 
 KEY_MAX = 500  # the state table's pk column is VARCHAR(500)
-DRY_RUN_KEYS = 1000  # keys listed per operation in a dry-run summary (counts are always exact)
 
 
 class SyncEngine:
@@ -100,11 +100,10 @@ class SyncEngine:
         self._state_ready = False
         self._outcomes: list[RowOutcome] = []
         self._last_flush = time.monotonic()
-        self._started = time.monotonic()
+        self.budget = SendBudget(options, self.summary, self.log)
+        self._started = self.budget.started
         self._last_progress = self._started
-        self._sent = 0
         self._done = 0
-        self._budget_hit = False
         self._halt: RunStopped | None = None  # set when no further request can succeed; checked per batch
         self._consecutive_failures = 0
         self._lock_holder = f"{options.run_id}:{uuid.uuid4().hex[:8]}"
@@ -316,7 +315,7 @@ class SyncEngine:
 
         def admitted() -> Iterator[list[Planned]]:
             for batch in batches:
-                items = batch.items[: self._within_budget(len(batch.items))]
+                items = batch.items[: self.budget.admit(len(batch.items), halted=self._halt is not None)]
                 if not items:
                     continue
                 if not opt.dry_run:
@@ -328,7 +327,7 @@ class SyncEngine:
                         batch.existing,
                     )
                     items = self.obj.before_send(items)
-                self._sent += len(items)
+                self.budget.sent += len(items)
                 yield items
 
         if opt.dry_run:
@@ -472,58 +471,16 @@ class SyncEngine:
             return {}
         return self.state.lookup(self.options.sync_id, keys)
 
-    def _within_budget(self, wanted: int) -> int:
-        """How many of the next ``wanted`` requests this run may still send; the rest count as ``remaining``.
-
-        Called just before a batch's intents are written, when every earlier batch has been handed to the
-        transport, so ``_sent`` is exact and a run never sends more than ``max_rows_per_run`` requests.
-        """
-        if self._halt is not None:
-            self.summary.remaining += wanted
-            return 0
-        allowed = 0 if self._budget_reached() else wanted
-        if self.options.max_rows_per_run is not None:
-            allowed = min(allowed, max(0, self.options.max_rows_per_run - self._sent))
-        if allowed < wanted:
-            self.summary.remaining += wanted - allowed
-            self._stop_sending()
-        return allowed
-
-    def _budget_reached(self) -> bool:
-        opt = self.options
-        if not self._budget_hit and (
-            (opt.max_rows_per_run is not None and self._sent >= opt.max_rows_per_run)
-            or (opt.max_runtime_s is not None and time.monotonic() - self._started >= opt.max_runtime_s)
-        ):
-            self._stop_sending()
-        return self._budget_hit
-
     def stop(self, error: RunStopped) -> None:
         """No further request of this run can succeed: send no new batch, finish recording, then raise."""
         if self._halt is None:
             self._halt = error
             self.log.error("%s", error)
 
-    def _stop_sending(self) -> None:
-        if self._budget_hit:
-            return
-        self._budget_hit = True
-        self.log.warning(
-            "budget reached (max_rows_per_run=%s, max_runtime=%ss): stopping sends; the rest is counted as "
-            "remaining and goes out next run",
-            self.options.max_rows_per_run,
-            self.options.max_runtime_s,
-        )
-
     def sample(self, payload: dict[str, Any], key: str, op: str) -> None:
         """In a dry run, keep a few masked payloads and the (masked) keys each operation would touch."""
-        if not self.options.dry_run:
-            return
-        if len(self.summary.samples) < self.options.dry_run_samples:
-            self.summary.samples.append(mask_payload(payload))
-        keys = self.summary.would_send.setdefault(op, [])
-        if len(keys) < DRY_RUN_KEYS:
-            keys.append(mask_key(key))
+        if self.options.dry_run:
+            self.summary.sample(payload, key, op, self.options.dry_run_samples)
 
     def _hold_lock(self) -> None:
         """Extend our lock, or stop if it expired and another run took it over.
@@ -545,13 +502,13 @@ class SyncEngine:
             self._hold_lock()
         elapsed = now - self._started
         rate = self._done / elapsed if elapsed > 0 else 0.0
-        backlog = self._sent - self._done
+        backlog = self.budget.sent - self._done
         eta = f"{backlog / rate:.0f}s" if rate > 0 else "?"
         s = self.summary
         self.log.info(
             "progress: read %d rows, sent %d, done %d (%.1f/s), failed %d, invalid %d, in flight %d, eta %s",
             s.rows_read,
-            self._sent,
+            self.budget.sent,
             self._done,
             rate,
             s.total(s.failed),

@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_provider_attentive.sync.values import mask_key, mask_payload
+
 OPS = ("added", "changed", "removed")
 MAX_ERRORS = 20
+DRY_RUN_KEYS = 1000  # keys listed per operation in a dry-run summary (counts are always exact)
 
 
 def _ops() -> dict[str, int]:
@@ -56,6 +59,14 @@ class Summary:
             if status is not None:
                 item["http_status"] = status
             self.errors.append(item)
+
+    def sample(self, payload: dict[str, Any], key: str, op: str, max_samples: int) -> None:
+        """Keep a few masked payloads and the (masked) keys each operation would touch (dry runs)."""
+        if len(self.samples) < max_samples:
+            self.samples.append(mask_payload(payload))
+        keys = self.would_send.setdefault(op, [])
+        if len(keys) < DRY_RUN_KEYS:
+            keys.append(mask_key(key))
 
     def total(self, counts: dict[str, int]) -> int:
         return sum(counts.values())
