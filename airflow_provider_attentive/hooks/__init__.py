@@ -1,6 +1,5 @@
-"""Transport layer: endpoints, rate limiting, retry policy, the HTTP transport and the Airflow hook.
+"""The Airflow hook: :class:`~airflow_provider_attentive.hooks.attentive.AttentiveHook` and its connection handling.
 
-Only ``attentive`` (the hook) imports Airflow; ``endpoints``, ``ratelimit``, ``retry`` and ``transport``
-are plain Python so the sync engine can use them without Airflow. Nothing is imported here, so that
-importing one of those modules never drags Airflow in.
+The HTTP client it hands out lives in :mod:`airflow_provider_attentive.client`, which imports no Airflow.
+Nothing is imported here, so that importing this package never drags Airflow in.
 """

@@ -1,6 +1,6 @@
 """Airflow hook for the Attentive API: reads the connection and hands out an :class:`AttentiveTransport`.
 
-This is the only module under ``hooks/`` that imports Airflow; the transport it builds is plain Python.
+The transport it builds comes from :mod:`airflow_provider_attentive.client`, which imports no Airflow.
 """
 
 from __future__ import annotations
@@ -13,26 +13,30 @@ from typing import Any
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
-from airflow_provider_attentive.get_provider_info import DEFAULT_BASE_URL, UI_FIELD_BEHAVIOUR
-from airflow_provider_attentive.hooks.transport import (
+from airflow_provider_attentive.client import (
+    DEFAULT_BASE_URL,
     RATE_LIMIT_BACKENDS,
     AttentiveTransport,
+    EndpointName,
     Request,
     Result,
+    SqlRateLimiter,
     TransportConfig,
 )
+from airflow_provider_attentive.get_provider_info import UI_FIELD_BEHAVIOUR
 
 __all__ = ["AttentiveHook"]
 
-# Connection-form extras (see get_provider_info.CONN_FIELDS) -> endpoint names they throttle.
-_RATE_FIELDS: dict[str, tuple[str, ...]] = {
-    "rate_limit_attributes": ("attributes",),
-    "rate_limit_events": ("events",),
-    "rate_limit_subscribe": ("subscribe",),
-    "rate_limit_unsubscribe": ("unsubscribe",),
-    "rate_limit_identity": ("identity",),
-    "rate_limit_default": ("me", "subscriptions_read"),
+# Connection-form extras (see get_provider_info.CONN_FIELDS) -> the endpoint each one throttles;
+# rate_limit_default covers every endpoint without an extra of its own (also any endpoint added later).
+_RATE_FIELDS: dict[str, EndpointName] = {
+    "rate_limit_attributes": EndpointName.ATTRIBUTES,
+    "rate_limit_events": EndpointName.EVENTS,
+    "rate_limit_subscribe": EndpointName.SUBSCRIBE,
+    "rate_limit_unsubscribe": EndpointName.UNSUBSCRIBE,
+    "rate_limit_identity": EndpointName.IDENTITY,
 }
+_DEFAULT_RATE_FIELD = "rate_limit_default"
 
 
 def _coerce_number(conn_id: str, name: str, value: Any, *, integer: bool, minimum: float) -> float | int | None:
@@ -122,10 +126,13 @@ def config_from_connection(
         base_url = f"{base_url}:{port}"
 
     rates: dict[str, float] = {}
-    for field_name, endpoints in _RATE_FIELDS.items():
+    default = _coerce_number(conn_id, _DEFAULT_RATE_FIELD, extra.get(_DEFAULT_RATE_FIELD), integer=False, minimum=0)
+    if default is not None:
+        rates.update(dict.fromkeys(set(EndpointName) - set(_RATE_FIELDS.values()), float(default)))
+    for field_name, endpoint in _RATE_FIELDS.items():
         rate = _coerce_number(conn_id, field_name, extra.get(field_name), integer=False, minimum=0)
         if rate is not None:
-            rates.update(dict.fromkeys(endpoints, float(rate)))
+            rates[endpoint] = float(rate)
     kwargs: dict[str, Any] = {}
     timeout = _coerce_number(conn_id, "timeout", extra.get("timeout"), integer=False, minimum=0)
     if timeout is not None:
@@ -170,13 +177,13 @@ class AttentiveHook(BaseHook):
     The connection's password is the private-app API key, its host the base URL (default
     ``https://api.attentivemobile.com``), and its extras the rate limits, timeout, attempts and
     concurrency declared in ``get_provider_info``. Requests are throttled per endpoint and retried as
-    described in :mod:`airflow_provider_attentive.hooks.retry`; every method returns a
-    :class:`~airflow_provider_attentive.hooks.transport.Result` instead of raising on HTTP errors.
+    described in :mod:`airflow_provider_attentive.client.retry`; every method returns a
+    :class:`~airflow_provider_attentive.client.models.Result` instead of raising on HTTP errors.
 
     Attentive's limits are per API key, so tasks in several processes that share a key should share one
     budget: extra ``rate_limit_backend`` ``"redis"`` (with ``rate_limit_redis_url``) or ``"sql"`` (with
     ``rate_limit_sql_conn_id``, a SQL connection this hook opens); see
-    :mod:`airflow_provider_attentive.hooks.shared_limit`. ``rate_limit_share`` scales the in-process
+    :mod:`airflow_provider_attentive.client.ratelimit.shared`. ``rate_limit_share`` scales the in-process
     limits (local backend) or sets the fallback share during a backend outage; ``allow_insecure_http``
     accepts ``http://`` to a non-loopback emulator.
     """
@@ -192,7 +199,7 @@ class AttentiveHook(BaseHook):
         self._config: TransportConfig | None = None
         self._sql_conn_id: str | None = None
         self._transport: AttentiveTransport | None = None
-        self._sql_limiter: Any = None
+        self._sql_limiter: SqlRateLimiter | None = None
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -223,7 +230,7 @@ class AttentiveHook(BaseHook):
         """Return the (cached) transport for this connection.
 
         Raises ``ValueError`` when the connection is misconfigured and
-        :class:`~airflow_provider_attentive.hooks.shared_limit.RateLimitBackendUnavailable` when the shared
+        :class:`~airflow_provider_attentive.client.ratelimit.shared.RateLimitBackendUnavailable` when the shared
         rate-limit backend (Redis or the SQL connection) cannot be reached.
         """
         if self._transport is None:
@@ -238,10 +245,8 @@ class AttentiveHook(BaseHook):
             self._sql_limiter = limiter
         return self._transport
 
-    def _make_sql_limiter(self, config: TransportConfig) -> Any:
+    def _make_sql_limiter(self, config: TransportConfig) -> SqlRateLimiter:
         from airflow.providers.common.sql.hooks.sql import DbApiHook
-
-        from airflow_provider_attentive.hooks.shared_limit import SqlRateLimiter
 
         conn_id = self._sql_conn_id
         assert conn_id is not None  # config_from_connection requires it for the "sql" backend
@@ -284,7 +289,7 @@ class AttentiveHook(BaseHook):
         except Exception as exc:
             return False, self._scrub(str(exc))
         try:
-            result = transport.request("me", max_attempts=2)
+            result = transport.request(EndpointName.ME, max_attempts=2)
         except Exception as exc:
             return False, self._scrub(f"{type(exc).__name__}: {exc}")
         finally:
@@ -319,35 +324,35 @@ class AttentiveHook(BaseHook):
 
     def get_me(self) -> Result:
         """``GET /v1/me``: the company and application the key belongs to."""
-        return self.get_conn().request("me")
+        return self.get_conn().request(EndpointName.ME)
 
     def post_custom_attributes(self, body: Mapping[str, Any]) -> Result:
         """``POST /v1/attributes/custom``: set custom attributes on one user."""
-        return self.get_conn().request("attributes", body)
+        return self.get_conn().request(EndpointName.ATTRIBUTES, body)
 
     def post_custom_event(self, body: Mapping[str, Any]) -> Result:
         """``POST /v1/events/custom``: record one custom event (give it a stable ``externalEventId``)."""
-        return self.get_conn().request("events", body)
+        return self.get_conn().request(EndpointName.EVENTS, body)
 
     def subscribe(self, body: Mapping[str, Any]) -> Result:
         """``POST /v1/subscriptions``: may text the person; never retried once it may have arrived."""
-        return self.get_conn().request("subscribe", body)
+        return self.get_conn().request(EndpointName.SUBSCRIBE, body)
 
     def unsubscribe(self, body: Mapping[str, Any]) -> Result:
         """``POST /v1/subscriptions/unsubscribe``: may text the person; not resent if it may have arrived."""
-        return self.get_conn().request("unsubscribe", body)
+        return self.get_conn().request(EndpointName.UNSUBSCRIBE, body)
 
     def get_subscriptions(self, phone: str | None = None, email: str | None = None) -> Result:
         """``GET /v1/subscriptions``: subscription eligibility for exactly one of ``phone`` or ``email``."""
         if (phone is None) == (email is None):
             raise ValueError("get_subscriptions needs exactly one of phone or email")
         params = {"phone": phone} if phone is not None else {"email": str(email)}
-        return self.get_conn().request("subscriptions_read", params=params)
+        return self.get_conn().request(EndpointName.SUBSCRIPTIONS_READ, params=params)
 
     def identify(self, body: Mapping[str, Any]) -> Result:
         """``POST /v1/identity-resolution/user-identifiers``: link identifiers to one user."""
-        return self.get_conn().request("identity", body)
+        return self.get_conn().request(EndpointName.IDENTITY, body)
 
-    def send_many(self, endpoint_name: str, requests: Iterable[Request]) -> Iterator[Result]:
+    def send_many(self, endpoint_name: EndpointName | str, requests: Iterable[Request]) -> Iterator[Result]:
         """Send many requests concurrently; see :meth:`AttentiveTransport.send_many`."""
         return self.get_conn().send_many(endpoint_name, requests)

@@ -15,11 +15,11 @@ from urllib.parse import quote
 import pytest
 from airflow.sdk import BaseHook, Connection
 
+from airflow_provider_attentive.client import Request, RequestOutcome
 from airflow_provider_attentive.emulator import Emulator
 from airflow_provider_attentive.get_provider_info import UI_FIELD_BEHAVIOUR
 from airflow_provider_attentive.hooks.attentive import AttentiveHook
-from airflow_provider_attentive.hooks.transport import Outcome, Request
-from tests.hooks.conftest import StubReply, StubServer
+from tests.helpers.stub_server import StubReply, StubServer
 
 PHONE = "+14155550123"
 
@@ -226,7 +226,7 @@ def test_endpoint_methods(attentive_emulator: Emulator, monkeypatch: pytest.Monk
     assert hook.post_custom_attributes({"user": user, "properties": {"tier": "gold"}}).ok
     assert hook.post_custom_event({"type": "Signed Up", "externalEventId": "ev-1", "user": user}).ok
     subscribed = hook.subscribe({"user": user, "signUpSourceId": "123"})
-    assert subscribed.outcome is Outcome.OK and subscribed.status == 202
+    assert subscribed.outcome is RequestOutcome.OK and subscribed.status == 202
     assert hook.get_subscriptions(phone=PHONE).ok
     assert hook.get_subscriptions(email="person@example.com").ok
     assert hook.unsubscribe({"user": user, "notification": {"disabled": True}}).ok

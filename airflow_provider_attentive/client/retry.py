@@ -1,7 +1,7 @@
 """The retry policy: which failures are retried, how long to wait, and when to give up.
 
-Pure Python apart from ``httpx`` exception types (no Airflow imports). The transport runs a small loop
-around it; the decisions themselves live here so they can be tested without a server:
+The transport runs a small loop around it; the decisions themselves live here so they can be tested
+without a server:
 
 * 2xx -> OK.
 * 429 -> wait ``Retry-After`` (seconds or HTTP-date) or about a second, then try again. A 429 is not a
@@ -14,7 +14,6 @@ around it; the decisions themselves live here so they can be tested without a se
 
 from __future__ import annotations
 
-import enum
 import math
 import random
 import time
@@ -23,9 +22,10 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
+from airflow_provider_attentive.client.models import RequestOutcome
+
 __all__ = [
     "Decision",
-    "Outcome",
     "RetryPolicy",
     "RetryState",
     "is_local_error",
@@ -34,25 +34,11 @@ __all__ = [
 ]
 
 
-class Outcome(str, enum.Enum):
-    """How a request ended.
-
-    ``IN_DOUBT`` means a non-idempotent request failed in a way that leaves open whether Attentive
-    applied it; the caller has to find out (for example with ``GET /v1/subscriptions``) instead of
-    resending.
-    """
-
-    OK = "ok"
-    REJECTED = "rejected"
-    FAILED = "failed"
-    IN_DOUBT = "in_doubt"
-
-
 @dataclass(frozen=True)
 class Decision:
     """What to do after one try: stop with ``outcome``, or (``outcome is None``) wait and retry."""
 
-    outcome: Outcome | None
+    outcome: RequestOutcome | None
     delay_s: float = 0.0
     reason: str = ""
 
@@ -164,13 +150,13 @@ class RetryPolicy:
         """Decide after an HTTP answer with ``status``; updates ``state``."""
         if 200 <= status < 300:
             state.attempts += 1
-            return Decision(Outcome.OK)
+            return Decision(RequestOutcome.OK)
         if status == 429:
             state.throttled += 1
             wait = self.throttle_wait_s(retry_after, rng, now=now)
             if state.throttled_s + wait > self.max_throttle_s:
                 return Decision(
-                    Outcome.FAILED,
+                    RequestOutcome.FAILED,
                     reason=f"still rate limited after waiting {state.throttled_s:.0f} s in total",
                 )
             state.throttled_s += wait
@@ -178,13 +164,13 @@ class RetryPolicy:
         state.attempts += 1
         if status == 408 or status >= 500:
             if state.attempts >= self.max_attempts:
-                return Decision(Outcome.FAILED, reason=f"gave up after {state.attempts} attempts")
+                return Decision(RequestOutcome.FAILED, reason=f"gave up after {state.attempts} attempts")
             delay = self.backoff_s(state.attempts, rng)
             asked = parse_retry_after(retry_after, now=now) if status == 503 else None
             if asked is not None:
                 delay = max(delay, min(asked, self.backoff_max_s))
             return Decision(None, delay, f"HTTP {status}")
-        return Decision(Outcome.REJECTED)
+        return Decision(RequestOutcome.REJECTED)
 
     def after_error(
         self, state: RetryState, exc: BaseException, idempotent: bool, rng: random.Random | None = None
@@ -192,12 +178,12 @@ class RetryPolicy:
         """Decide after a network-level failure (no HTTP answer); updates ``state``."""
         state.attempts += 1
         if is_local_error(exc):
-            return Decision(Outcome.FAILED, reason="the request could not be sent")
+            return Decision(RequestOutcome.FAILED, reason="the request could not be sent")
         if not idempotent and may_have_been_sent(exc):
             # Subscribe/unsubscribe text the person again when repeated, so a request Attentive may
             # already have applied is not resent: the caller checks the subscription state instead.
             # Connect failures (nothing was sent), 429s and 5xx answers are still retried.
-            return Decision(Outcome.IN_DOUBT, reason="the request may have reached Attentive")
+            return Decision(RequestOutcome.IN_DOUBT, reason="the request may have reached Attentive")
         if state.attempts >= self.max_attempts:
-            return Decision(Outcome.FAILED, reason=f"gave up after {state.attempts} attempts")
+            return Decision(RequestOutcome.FAILED, reason=f"gave up after {state.attempts} attempts")
         return Decision(None, self.backoff_s(state.attempts, rng), type(exc).__name__)

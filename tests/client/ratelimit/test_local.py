@@ -1,4 +1,4 @@
-"""Limiter arithmetic with a fake clock, plus one short real-time run of the async path."""
+"""The in-process limiter: window arithmetic with a fake clock, one short real-time run, the registry."""
 
 from __future__ import annotations
 
@@ -7,18 +7,17 @@ import itertools
 import random
 import threading
 import time
-from collections.abc import Sequence
 
 import pytest
 
-from airflow_provider_attentive.hooks.ratelimit import (
+from airflow_provider_attentive.client.ratelimit.base import RateLimiter, window_shape
+from airflow_provider_attentive.client.ratelimit.local import (
     LimiterRegistry,
     LocalRateLimiter,
-    RateLimiter,
     SlidingWindowLimiter,
     key_fingerprint,
-    window_shape,
 )
+from tests.helpers.limits import max_in_window
 
 
 class FakeClock:
@@ -27,17 +26,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def max_in_window(starts: Sequence[float], window: float = 1.0) -> int:
-    """Most starts inside any half-open window [t, t + window)."""
-    times = sorted(starts)
-    best = lo = 0
-    for hi, t in enumerate(times):
-        while t - times[lo] >= window:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 def run_sequential(limiter: SlidingWindowLimiter, clock: FakeClock, n: int) -> list[float]:

@@ -8,9 +8,8 @@ from email.utils import formatdate
 import httpx
 import pytest
 
-from airflow_provider_attentive.hooks.endpoints import ENDPOINTS
-from airflow_provider_attentive.hooks.retry import (
-    Outcome,
+from airflow_provider_attentive.client.models import RequestOutcome
+from airflow_provider_attentive.client.retry import (
     RetryPolicy,
     RetryState,
     may_have_been_sent,
@@ -18,15 +17,6 @@ from airflow_provider_attentive.hooks.retry import (
 )
 
 REQUEST = httpx.Request("POST", "https://api.example/v1/subscriptions")
-
-
-def test_endpoint_table() -> None:
-    assert {n for n, e in ENDPOINTS.items() if not e.idempotent} == {"events", "subscribe", "unsubscribe"}
-    assert ENDPOINTS["unsubscribe"].default_rate == 5
-    assert ENDPOINTS["subscribe"].default_rate == 10
-    assert ENDPOINTS["identity"].default_rate == 10
-    assert ENDPOINTS["me"].scope is None
-    assert ENDPOINTS["subscriptions_read"].method == "GET"
 
 
 @pytest.mark.parametrize(
@@ -46,7 +36,7 @@ def test_parse_retry_after_http_date() -> None:
 def test_success_counts_one_attempt() -> None:
     state = RetryState()
     decision = RetryPolicy().after_status(state, 200)
-    assert decision.outcome is Outcome.OK
+    assert decision.outcome is RequestOutcome.OK
     assert state.attempts == 1
 
 
@@ -54,7 +44,7 @@ def test_success_counts_one_attempt() -> None:
 def test_other_4xx_are_permanent(status: int) -> None:
     state = RetryState()
     decision = RetryPolicy().after_status(state, status)
-    assert decision.outcome is Outcome.REJECTED
+    assert decision.outcome is RequestOutcome.REJECTED
     assert state.attempts == 1
 
 
@@ -67,7 +57,7 @@ def test_429_waits_retry_after_and_is_not_an_attempt() -> None:
         assert 3.0 <= decision.delay_s <= 3.1
     assert state.attempts == 0
     assert state.throttled == 5
-    assert policy.after_status(state, 200).outcome is Outcome.OK
+    assert policy.after_status(state, 200).outcome is RequestOutcome.OK
     assert state.attempts == 1
 
 
@@ -83,7 +73,7 @@ def test_throttling_is_capped_in_total_time() -> None:
     policy = RetryPolicy(max_throttle_s=10)
     decisions = [policy.after_status(state, 429, "4") for _ in range(3)]
     assert [d.retry for d in decisions] == [True, True, False]
-    assert decisions[-1].outcome is Outcome.FAILED
+    assert decisions[-1].outcome is RequestOutcome.FAILED
     assert "rate limited" in decisions[-1].reason
 
 
@@ -93,7 +83,7 @@ def test_5xx_and_408_retry_until_max_attempts(status: int) -> None:
     policy = RetryPolicy(max_attempts=4)
     decisions = [policy.after_status(state, status) for _ in range(4)]
     assert [d.retry for d in decisions] == [True, True, True, False]
-    assert decisions[-1].outcome is Outcome.FAILED
+    assert decisions[-1].outcome is RequestOutcome.FAILED
     assert state.attempts == 4
 
 
@@ -130,7 +120,7 @@ def test_network_errors_are_retried_on_idempotent_endpoints(exc: Exception) -> N
     policy = RetryPolicy(max_attempts=3)
     decisions = [policy.after_error(state, exc, idempotent=True) for _ in range(3)]
     assert [d.retry for d in decisions] == [True, True, False]
-    assert decisions[-1].outcome is Outcome.FAILED
+    assert decisions[-1].outcome is RequestOutcome.FAILED
 
 
 @pytest.mark.parametrize("exc", MAYBE_SENT, ids=lambda e: type(e).__name__)
@@ -138,7 +128,7 @@ def test_maybe_sent_errors_are_in_doubt_on_non_idempotent_endpoints(exc: Excepti
     assert may_have_been_sent(exc)
     state = RetryState()
     decision = RetryPolicy().after_error(state, exc, idempotent=False)
-    assert decision.outcome is Outcome.IN_DOUBT
+    assert decision.outcome is RequestOutcome.IN_DOUBT
     assert state.attempts == 1
 
 
@@ -159,7 +149,7 @@ def test_non_idempotent_endpoints_still_retry_429_and_5xx() -> None:
 def test_local_errors_are_not_retried() -> None:
     exc = httpx.LocalProtocolError("Illegal header value")
     decision = RetryPolicy().after_error(RetryState(), exc, idempotent=True)
-    assert decision.outcome is Outcome.FAILED
+    assert decision.outcome is RequestOutcome.FAILED
 
 
 def test_policy_rejects_nonsense() -> None:

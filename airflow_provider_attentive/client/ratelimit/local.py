@@ -1,13 +1,10 @@
-"""Client-side throttling that keeps us under Attentive's per-key, per-endpoint one-second windows.
+"""The in-process rate limiter: one sliding one-second window per API key and endpoint.
 
-Pure Python (no Airflow imports). Attentive counts requests per API key and endpoint in a sliding
-one-second window and answers 429 beyond the limit, so the client has to be at least as strict: a
-429 costs a full second of waiting, far more than pacing ourselves.
-
-The in-process limiter is a reservation log: every caller books the earliest start time that keeps
-the last ``capacity`` bookings ``window + margin`` apart, sleeps until it, and on waking checks the
-booking again against the requests that really started (and when their bytes really left). The log
-is guarded by a lock, so threads and event loops of several transports can share one limiter.
+The window is a reservation log: every caller books the earliest start time that keeps the last
+``capacity`` bookings ``window + margin`` apart, sleeps until it, and on waking checks the booking
+again against the requests that really started (and when their bytes really left). The log is
+guarded by a lock, so threads and event loops of several transports can share one limiter;
+:class:`LimiterRegistry` makes transports of one process that use one key share it.
 """
 
 from __future__ import annotations
@@ -22,85 +19,25 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Protocol, runtime_checkable
+
+from airflow_provider_attentive.client.ratelimit.base import (
+    DEFAULT_MARGIN_S,
+    DEFAULT_SMOOTHING,
+    MARGIN_STEP_S,
+    MAX_MARGIN_S,
+    Permit,
+    window_shape,
+)
 
 __all__ = [
-    "DEFAULT_MARGIN_S",
     "DEFAULT_REGISTRY",
     "LimiterRegistry",
     "LocalRateLimiter",
-    "Permit",
-    "RateLimiter",
     "SlidingWindowLimiter",
+    "key_fingerprint",
 ]
 
 log = logging.getLogger(__name__)
-
-# Attentive counts a request when it arrives, we when we have written it; the difference varies by a
-# few milliseconds (network, a busy server or event loop). Without slack, two requests sent exactly
-# one window apart could both land in the same server-side second. 20 ms costs 2% of throughput
-# (150 / 1.02 = 147 requests/s); each 429 widens it by MARGIN_STEP_S, up to MAX_MARGIN_S.
-DEFAULT_MARGIN_S = 0.02
-MARGIN_STEP_S = 0.01
-MAX_MARGIN_S = 0.05
-# Consecutive starts are kept `smoothing` slots (1 / rate) apart. A uniform stream matters: with
-# half-slot spacing the emulator received bursts at twice the rate, queued them, and its arrival
-# jitter grew past the margin (dozens of 429s per 3,000 requests on a loaded 2-core machine); with
-# full-slot spacing the jitter stayed around 10 ms and no request was refused.
-DEFAULT_SMOOTHING = 1.0
-
-
-class Permit(Protocol):
-    """Handed out by :meth:`RateLimiter.acquire` for one request.
-
-    A permit may also define ``async before_send()``: the transport awaits it just before writing the request,
-    so a shared backend can take a new slot when the request would otherwise go out late.
-    """
-
-    def sent(self) -> None:
-        """The request has been written to the connection."""
-        ...
-
-
-@runtime_checkable
-class RateLimiter(Protocol):
-    """What a transport needs from a limiter; a Redis or SQL backend can implement this too.
-
-    ``acquire`` returns when the caller may start one request to ``endpoint_name``. The ``note_*``
-    methods feed back what Attentive said, so a limiter can slow down when its view of the budget was
-    too optimistic (for example because another process uses the same key).
-    """
-
-    async def acquire(self, endpoint_name: str) -> Permit | None:
-        """Wait until one request to ``endpoint_name`` may start.
-
-        May return a :class:`Permit`; the transport calls its ``sent()`` once the request has been
-        written to the socket, so the limiter can measure windows from when Attentive sees requests.
-        """
-        ...
-
-    def note_remaining(self, endpoint_name: str, remaining: int, limit: int | None) -> None:
-        """Record Attentive's ``x-ratelimit-remaining`` / ``x-ratelimit-limit`` for an answer."""
-        ...
-
-    def note_throttled(self, endpoint_name: str, retry_after_s: float | None) -> None:
-        """Record a 429; ``retry_after_s`` is set when Attentive said how long to wait."""
-        ...
-
-
-def window_shape(rate: float, window_s: float = 1.0) -> tuple[int, float]:
-    """Return ``(capacity, period)``: at most ``capacity`` starts in any ``period`` seconds.
-
-    The server counts whole requests per one-second window, so "never more than ``rate`` in any
-    second" means ``floor(rate)`` per second for ``rate >= 1`` (2.5/s behaves as 2/s: any higher
-    average would put 3 requests in some second). Rates below 1 stretch the window instead: 0.5/s is
-    one request per two seconds.
-    """
-    if not (rate > 0 and math.isfinite(rate)):
-        raise ValueError(f"rate must be a positive number of requests per second, got {rate!r}")
-    capacity = max(1, math.floor(rate * window_s + 1e-9))
-    period = max(window_s, capacity / rate)
-    return capacity, period
 
 
 class _Entry:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,17 +12,17 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_attentive.emulator import Emulator, EmulatorProcess
-from airflow_provider_attentive.hooks.ratelimit import LimiterRegistry
-from airflow_provider_attentive.hooks.transport import (
+from airflow_provider_attentive.client import (
     AttentiveTransport,
-    Outcome,
+    EndpointName,
+    LimiterRegistry,
     Request,
+    RequestOutcome,
     Result,
     TransportConfig,
-    normalize_base_url,
 )
-from tests.hooks.conftest import StubReply, StubServer
+from airflow_provider_attentive.emulator import Emulator, EmulatorProcess
+from tests.helpers.stub_server import StubReply, StubServer
 
 KEY = "test-key"
 
@@ -52,68 +50,6 @@ def make(url: str, key: str = KEY, **kwargs: Any) -> AttentiveTransport:
 
 def endpoint_stats(emu: Emulator | EmulatorProcess, name: str) -> dict[str, Any]:
     return emu.client.stats()["endpoints"][name]
-
-
-# -- URL and config -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("given", "expected"),
-    [
-        ("api.attentivemobile.com", "https://api.attentivemobile.com"),
-        ("https://api.attentivemobile.com/v1", "https://api.attentivemobile.com"),
-        ("https://api.attentivemobile.com/v1/", "https://api.attentivemobile.com"),
-        ("HTTPS://api.attentivemobile.com/", "https://api.attentivemobile.com"),
-        ("https://proxy.example/attentive/v1", "https://proxy.example/attentive"),
-        ("http://127.0.0.1:8765", "http://127.0.0.1:8765"),
-        ("http://127.9.9.9:8765/v1", "http://127.9.9.9:8765"),
-        ("http://localhost:8765", "http://localhost:8765"),
-        ("http://[::1]:8765", "http://[::1]:8765"),
-    ],
-)
-def test_base_url_normalisation(given: str, expected: str) -> None:
-    assert normalize_base_url(given) == expected
-
-
-@pytest.mark.parametrize(
-    "url", ["http://api.attentivemobile.com", "http://10.0.0.5:8080", "http://attentive.internal/v1"]
-)
-def test_plain_http_is_refused_for_non_loopback_hosts(url: str) -> None:
-    with pytest.raises(ValueError, match="unencrypted") as info:
-        TransportConfig(url, "sk_live_do_not_leak")
-    assert "sk_live_do_not_leak" not in str(info.value)
-
-
-@pytest.mark.parametrize(
-    ("url", "match"),
-    [
-        ("ftp://api.attentivemobile.com", "https://"),
-        ("https://user:pw@api.attentivemobile.com", "credentials"),
-        ("https://api.attentivemobile.com/?x=1", "query"),
-        ("", "empty"),
-        ("https://:99", "no host"),
-    ],
-)
-def test_bad_base_urls(url: str, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        TransportConfig(url, "k")
-
-
-def test_config_validation_and_repr_hide_the_key() -> None:
-    config = TransportConfig("api.attentivemobile.com", " sk_live_hidden_1 ", rate_limits={"subscribe": 2.5})
-    assert config.api_key == "sk_live_hidden_1"
-    assert "sk_live_hidden_1" not in repr(config)
-    assert config.rate_for("subscribe") == 2.5
-    assert config.rate_for("unsubscribe") == 5
-    with pytest.raises(ValueError, match="unknown endpoint"):
-        TransportConfig("api.attentivemobile.com", "k", rate_limits={"subscribtion": 1})
-    with pytest.raises(ValueError, match="positive"):
-        TransportConfig("api.attentivemobile.com", "k", rate_limits={"subscribe": 0})
-    with pytest.raises(ValueError, match="empty"):
-        TransportConfig("api.attentivemobile.com", "  ")
-    with pytest.raises(ValueError, match="control characters") as info:
-        TransportConfig("api.attentivemobile.com", "sk_live\nInjected: header")
-    assert "Injected" not in str(info.value)
 
 
 # -- single requests ---------------------------------------------------------------------------
@@ -144,13 +80,23 @@ def test_every_endpoint_against_the_emulator(attentive_emulator: Emulator) -> No
         event = {"type": "Order Shipped", "externalEventId": "e-1", "user": {"phone": "+14155550001"}}
         assert transport.request("events", event).ok
         subscribed = transport.request("subscribe", sub(1))
-        assert subscribed.outcome is Outcome.OK and subscribed.status == 202
+        assert subscribed.outcome is RequestOutcome.OK and subscribed.status == 202
         read = transport.request("subscriptions_read", params={"phone": "+16285550001"})
         assert read.ok and "subscriptionEligibilities" in read.body
         assert transport.request("unsubscribe", unsub(1)).ok
         assert transport.request("identity", {"phone": "+14155550001", "clientUserId": "u-1"}).ok
     with pytest.raises(KeyError, match="unknown Attentive endpoint"):
         transport.request("nope")
+
+
+def test_endpoints_are_named_by_member_or_value(attentive_emulator: Emulator) -> None:
+    with make(attentive_emulator.url) as transport:
+        by_member = transport.request(EndpointName.ME)
+        by_value = transport.request("me")
+        (sent,) = transport.send_many(EndpointName.ATTRIBUTES, [Request(1, attrs(1))])
+    assert by_member.ok and by_value.ok and sent.ok
+    assert by_member.endpoint is by_value.endpoint is EndpointName.ME
+    assert sent.endpoint is EndpointName.ATTRIBUTES and str(sent.endpoint) == "attributes"
 
 
 def test_non_json_and_empty_2xx_bodies_are_successes(stub_server: StubServer) -> None:
@@ -166,7 +112,7 @@ def test_400_is_returned_at_once_with_attentives_message(attentive_emulator: Emu
     bad = {"user": {"phone": "+14155550001"}, "properties": {"colours": ["red", "blue"]}}
     with make(attentive_emulator.url) as transport:
         result = transport.request("attributes", bad)
-    assert result.outcome is Outcome.REJECTED
+    assert result.outcome is RequestOutcome.REJECTED
     assert result.status == 400 and result.attempts == 1
     assert "POST /v1/attributes/custom answered HTTP 400" in result.error
     message = result.body["error"]["message"]
@@ -179,8 +125,8 @@ def test_401_and_403_are_permanent(attentive_emulator: Emulator) -> None:
         unauthorised = transport.request("me")
     with make(attentive_emulator.url, key="readonly-key") as transport:
         forbidden = transport.request("attributes", attrs(1))
-    assert (unauthorised.outcome, unauthorised.status, unauthorised.attempts) == (Outcome.REJECTED, 401, 1)
-    assert (forbidden.outcome, forbidden.status, forbidden.attempts) == (Outcome.REJECTED, 403, 1)
+    assert (unauthorised.outcome, unauthorised.status, unauthorised.attempts) == (RequestOutcome.REJECTED, 401, 1)
+    assert (forbidden.outcome, forbidden.status, forbidden.attempts) == (RequestOutcome.REJECTED, 403, 1)
     assert "attributes:write" in forbidden.error
 
 
@@ -188,7 +134,7 @@ def test_connection_refused_is_retried_then_failed(closed_port_url: str) -> None
     with make(closed_port_url, max_attempts=3, backoff_base=0.01) as transport:
         result = transport.request("attributes", attrs(1))
         stats = transport.stats.snapshot()
-    assert result.outcome is Outcome.FAILED and result.status is None
+    assert result.outcome is RequestOutcome.FAILED and result.status is None
     assert result.attempts == 3
     assert "ConnectError" in result.error and "gave up after 3 attempts" in result.error
     assert stats["retries"] == 2 and stats["network_errors"] == 3 and stats["failed"] == 1
@@ -198,14 +144,14 @@ def test_non_idempotent_requests_are_still_retried_after_connect_errors(closed_p
     # Nothing reached the server, so resending cannot text anyone twice.
     with make(closed_port_url, max_attempts=3, backoff_base=0.01) as transport:
         result = transport.request("subscribe", sub(1))
-    assert result.outcome is Outcome.FAILED and result.attempts == 3
+    assert result.outcome is RequestOutcome.FAILED and result.attempts == 3
 
 
 def test_non_idempotent_requests_are_still_retried_after_5xx(attentive_emulator: Emulator) -> None:
     attentive_emulator.client.set_faults(error_rate=1.0, endpoints=["subscribe"], seed=1)
     with make(attentive_emulator.url, max_attempts=3, backoff_base=0.01) as transport:
         result = transport.request("subscribe", sub(1))
-    assert result.outcome is Outcome.FAILED and result.attempts == 3
+    assert result.outcome is RequestOutcome.FAILED and result.attempts == 3
     assert result.status in (500, 502, 503)
     assert endpoint_stats(attentive_emulator, "subscribe")["requests"] == 3
 
@@ -214,7 +160,7 @@ def test_5xx_with_a_non_json_body_is_retried(attentive_emulator: Emulator) -> No
     attentive_emulator.client.set_faults(non_json_rate=1.0, endpoints=["attributes"])
     with make(attentive_emulator.url, max_attempts=2, backoff_base=0.01) as transport:
         result = transport.request("attributes", attrs(1))
-    assert result.outcome is Outcome.FAILED and result.status == 502 and result.attempts == 2
+    assert result.outcome is RequestOutcome.FAILED and result.status == 502 and result.attempts == 2
     assert "HTTP 502" in result.error
 
 
@@ -227,7 +173,7 @@ def test_dropped_subscribe_is_in_doubt_and_not_resent(attentive_emulator: Emulat
     with make(attentive_emulator.url, backoff_base=0.01) as transport:
         result = transport.request("subscribe", sub(7))
         stats = transport.stats.snapshot()
-    assert result.outcome is Outcome.IN_DOUBT
+    assert result.outcome is RequestOutcome.IN_DOUBT
     assert result.attempts == 1 and result.status is None
     assert "may have reached Attentive" in result.error
     assert endpoint_stats(attentive_emulator, "subscribe")["requests"] == 1
@@ -240,7 +186,7 @@ def test_subscribe_read_timeout_is_in_doubt(attentive_emulator: Emulator) -> Non
     attentive_emulator.client.set_faults(hang_rate=1.0, hang_s=3, endpoints=["unsubscribe"])
     with make(attentive_emulator.url, timeout=0.3) as transport:
         result = transport.request("unsubscribe", unsub(1))
-    assert result.outcome is Outcome.IN_DOUBT and "ReadTimeout" in result.error
+    assert result.outcome is RequestOutcome.IN_DOUBT and "ReadTimeout" in result.error
     assert endpoint_stats(attentive_emulator, "unsubscribe")["requests"] == 1
 
 
@@ -290,7 +236,7 @@ def test_throttling_gives_up_after_the_cap(stub_server: StubServer) -> None:
     stub_server.script(StubReply(429, {}, {"Retry-After": "0.2"}))
     with make(stub_server.url, max_throttle_s=0.5) as transport:
         result = transport.request("attributes", attrs(1))
-    assert result.outcome is Outcome.FAILED and result.status == 429
+    assert result.outcome is RequestOutcome.FAILED and result.status == 429
     assert result.attempts == 0 and result.throttled >= 2
     assert "still rate limited" in result.error
     assert transport.stats.throttled == result.throttled == len(stub_server.requests)
@@ -318,7 +264,7 @@ def test_300_subscribes_never_exceed_10_in_any_second(separate_emulator: Emulato
     separate_emulator.client.set_faults(latency_ms=50, jitter_ms=10, seed=2)
     with make(separate_emulator.url) as transport:
         results = list(transport.send_many("subscribe", (Request(i, sub(i)) for i in range(300))))
-    assert len(results) == 300 and all(r.outcome is Outcome.OK for r in results)
+    assert len(results) == 300 and all(r.outcome is RequestOutcome.OK for r in results)
     emu = endpoint_stats(separate_emulator, "subscribe")
     assert emu["rate_limited"] == 0
     assert emu["max_window"] <= 10 and emu["max_window_all"] <= 10
@@ -411,7 +357,7 @@ def test_an_unserialisable_body_fails_only_its_own_request(attentive_emulator: E
     with make(attentive_emulator.url) as transport:
         results = {r.key: r for r in transport.send_many("attributes", [Request(1, attrs(1)), Request(2, {1: {3}})])}
     assert results[1].ok
-    assert results[2].outcome is Outcome.FAILED and results[2].attempts == 0
+    assert results[2].outcome is RequestOutcome.FAILED and results[2].attempts == 0
     assert "not JSON serializable" in results[2].error
 
 
@@ -504,24 +450,27 @@ def test_api_key_never_reaches_logs_output_or_errors(
     assert wrong not in everything
 
 
-def test_transport_modules_do_not_import_airflow() -> None:
-    code = (
-        "import sys\n"
-        "import airflow_provider_attentive.hooks.transport, airflow_provider_attentive.hooks.ratelimit\n"
-        "import airflow_provider_attentive.hooks.retry, airflow_provider_attentive.hooks.endpoints\n"
-        "print(sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"
+def test_the_transport_lets_a_permit_check_just_before_writing(stub_server: StubServer) -> None:
+    events: list[str] = []
 
+    class Permit:
+        async def before_send(self) -> None:
+            events.append("before_send")
 
-def test_phone_numbers_in_query_strings_are_masked_in_httpx_logs(
-    attentive_emulator: Emulator, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="httpx")
-    with make(attentive_emulator.url) as transport:
-        result = transport.request("subscriptions_read", params={"phone": "+14155550123"})
-    assert result.ok
-    assert "HTTP Request: GET" in caplog.text and "phone=***" in caplog.text
-    assert "4155550123" not in caplog.text
+        def sent(self) -> None:
+            events.append("sent")
+
+    class Limiter:
+        async def acquire(self, endpoint_name: str) -> Permit:
+            events.append("acquire")
+            return Permit()
+
+        def note_remaining(self, endpoint_name: str, remaining: int, limit: int | None) -> None:
+            pass
+
+        def note_throttled(self, endpoint_name: str, retry_after_s: float | None) -> None:
+            pass
+
+    with AttentiveTransport(TransportConfig(stub_server.url, KEY), limiter=Limiter()) as transport:
+        assert transport.request("attributes", attrs(1)).ok
+    assert events == ["acquire", "before_send", "sent"]

@@ -1,5 +1,8 @@
 """A throwaway ``redis-server`` on a free loopback port, for the shared rate-limit tests and benchmark.
 
+The ``redis_server`` fixture (one server per test module, emptied before each test) is imported by the
+conftest of each test package that uses it.
+
 The binary comes from Debian's ``redis-server`` package (``scripts/ensure-packages.sh redis``). When it is
 missing, :func:`require_redis_server` skips the test, unless ``ATTENTIVE_REQUIRE_REDIS`` is set (``make test``
 sets it), in which case the test fails. No persistence (``--save '' --appendonly no``); the data directory is a
@@ -14,8 +17,13 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+
+import pytest
+
+__all__ = ["RedisServer", "free_port", "redis_server", "require_redis_server"]
 
 REDIS_BIN = os.environ.get("REDIS_SERVER_BIN", "redis-server")
 
@@ -105,11 +113,31 @@ class RedisServer:
 
 def require_redis_server() -> RedisServer:
     """A started server, or skip the test (fail when ``ATTENTIVE_REQUIRE_REDIS`` is set)."""
-    import pytest
-
     try:
         return RedisServer().start()
     except FileNotFoundError as exc:
         if os.environ.get("ATTENTIVE_REQUIRE_REDIS"):
             pytest.fail(f"{exc}; ATTENTIVE_REQUIRE_REDIS is set")
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def _redis_module() -> Iterator[RedisServer]:
+    if not os.environ.get("ATTENTIVE_REQUIRE_REDIS"):
+        pytest.importorskip("redis")
+    server = require_redis_server()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_server(_redis_module: RedisServer) -> Iterator[RedisServer]:
+    """The module's server, emptied for this test (restarted if a test stopped it)."""
+    import redis
+
+    if _redis_module.process is None:
+        _redis_module.start()
+    client = redis.Redis.from_url(_redis_module.url)
+    client.flushall()
+    client.close()
+    yield _redis_module

@@ -1,0 +1,172 @@
+"""Everything a transport needs to know: :class:`TransportConfig`, the base URL and its https-or-loopback rule.
+
+Light on purpose (no httpx): Airflow's provider manager imports ``get_provider_info``, which reads
+``DEFAULT_BASE_URL`` from here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from airflow_provider_attentive import __version__
+from airflow_provider_attentive.client.endpoints import ENDPOINTS, EndpointName, endpoint_names, get_endpoint
+from airflow_provider_attentive.client.ratelimit.backends import RATE_LIMIT_BACKENDS
+
+__all__ = ["DEFAULT_BASE_URL", "TransportConfig", "normalize_base_url"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.attentivemobile.com"
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def normalize_base_url(value: str, *, allow_insecure_http: bool = False) -> str:
+    """Turn what a user typed into ``scheme://host[:port][/prefix]`` without a trailing ``/v1``.
+
+    A bare host gets ``https://``. Plain ``http://`` is refused except for loopback hosts (a local
+    emulator), because the API key is sent in every request's headers; ``allow_insecure_http`` accepts
+    it for any host (an emulator inside a private docker network; never the real API) with a warning.
+    """
+    raw = (value or "").strip()
+    if not raw:
+        raise ValueError("the Attentive base URL is empty")
+    if "://" not in raw:
+        raw = "https://" + raw
+    parts = urllib.parse.urlsplit(raw)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"the Attentive base URL must use https:// (got {scheme}://)")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("the Attentive base URL must not contain credentials; put the API key in the password")
+    if parts.query or parts.fragment:
+        raise ValueError("the Attentive base URL must not contain a query string or fragment")
+    host = parts.hostname
+    if not host:
+        raise ValueError(f"the Attentive base URL {value!r} has no host")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for an invalid port
+    except ValueError as exc:
+        raise ValueError(f"the Attentive base URL {value!r} has an invalid port") from exc
+    if scheme == "http" and not _is_loopback(host):
+        if not allow_insecure_http:
+            raise ValueError(
+                f"refusing plain http:// for {host}: the API key would travel unencrypted. Use https://; "
+                "plain http is only accepted for loopback hosts (127.0.0.1, ::1, localhost), "
+                "such as a local emulator, or with the connection extra allow_insecure_http for an emulator "
+                "inside a private network"
+            )
+        log.warning(
+            "allow_insecure_http: sending the Attentive API key over plain http:// to %s; only acceptable for an "
+            "emulator inside a private network, never for the real API",
+            host,
+        )
+    path = parts.path.rstrip("/")
+    if path.endswith("/v1"):
+        path = path[: -len("/v1")]
+    return f"{scheme}://{parts.netloc}{path}"
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    """Everything an :class:`AttentiveTransport` needs. ``api_key`` is left out of ``repr``.
+
+    ``rate_limits`` overrides Attentive's published limit per endpoint name (an
+    :class:`~airflow_provider_attentive.client.endpoints.EndpointName` or its value; see ``ENDPOINTS``), in
+    requests per second; fractional values are allowed.
+
+    ``rate_limit_backend`` says where the budget lives: ``"local"`` (this process only, the default),
+    ``"redis"`` (shared through ``rate_limit_redis_url``) or ``"sql"`` (shared through a SQL table; the
+    caller passes the limiter, see :class:`~airflow_provider_attentive.client.ratelimit.sql.SqlRateLimiter`).
+    ``rate_limit_share`` (0-1] is the fraction of each limit one process uses on its own: always with
+    ``"local"`` (1/N when N tasks share a key through an Airflow pool of N slots), and with a shared
+    backend only while that backend is unreachable (default there: 1 / the limiters seen on the key).
+    ``allow_insecure_http`` accepts ``http://`` to a non-loopback host (see :func:`normalize_base_url`).
+    """
+
+    base_url: str
+    api_key: str = field(repr=False)
+    rate_limits: Mapping[str, float] = field(default_factory=dict)
+    timeout: float = 30.0
+    max_attempts: int = 6
+    max_concurrency: int = 64
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    max_throttle_s: float = 600.0
+    user_agent: str = f"airflow-provider-attentive/{__version__}"
+    rate_limit_backend: str = "local"
+    rate_limit_redis_url: str | None = field(default=None, repr=False)
+    rate_limit_share: float | None = None
+    allow_insecure_http: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "base_url", normalize_base_url(self.base_url, allow_insecure_http=bool(self.allow_insecure_http))
+        )
+        backend = (self.rate_limit_backend or "local").strip().lower()
+        if backend not in RATE_LIMIT_BACKENDS:
+            raise ValueError(
+                f"rate_limit_backend must be one of {', '.join(RATE_LIMIT_BACKENDS)}, got {self.rate_limit_backend!r}"
+            )
+        object.__setattr__(self, "rate_limit_backend", backend)
+        url = (self.rate_limit_redis_url or "").strip() or None
+        if backend == "redis" and url is None:
+            raise ValueError("rate_limit_backend 'redis' needs rate_limit_redis_url (e.g. redis://redis:6379/2)")
+        object.__setattr__(self, "rate_limit_redis_url", url)
+        if self.rate_limit_share is not None:
+            share = float(self.rate_limit_share)
+            if not 0 < share <= 1:
+                raise ValueError(f"rate_limit_share must be a fraction in (0, 1], got {self.rate_limit_share!r}")
+            object.__setattr__(self, "rate_limit_share", share)
+        key = self.api_key.strip() if isinstance(self.api_key, str) else ""
+        if not key:
+            raise ValueError("the Attentive API key is empty")
+        if any(ord(c) < 0x21 or ord(c) == 0x7F for c in key):
+            # Checked here because httpx would echo the whole header value in its error message.
+            raise ValueError("the Attentive API key contains whitespace or control characters")
+        object.__setattr__(self, "api_key", key)
+        rates: dict[str, float] = {}
+        for name, rate in dict(self.rate_limits).items():
+            try:
+                endpoint = EndpointName(name)
+            except ValueError:
+                raise ValueError(
+                    f"rate_limits: unknown endpoint {name!r}; expected one of {endpoint_names()}"
+                ) from None
+            rate = float(rate)
+            if not rate > 0 or rate == float("inf"):
+                raise ValueError(f"rate_limits[{endpoint.value!r}] must be a positive number, got {rate!r}")
+            rates[endpoint] = rate
+        object.__setattr__(self, "rate_limits", MappingProxyType(rates))
+        if not self.timeout > 0:
+            raise ValueError(f"timeout must be positive, got {self.timeout!r}")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts!r}")
+        if self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be at least 1, got {self.max_concurrency!r}")
+
+    def rate_for(self, endpoint_name: EndpointName | str) -> float:
+        """Requests per second allowed on ``endpoint_name``: the override or Attentive's default."""
+        endpoint = get_endpoint(endpoint_name)
+        return self.rate_limits.get(endpoint.name, endpoint.default_rate)
+
+    def rates(self) -> dict[str, float]:
+        """:meth:`rate_for` of every endpoint (keyed by :class:`EndpointName`): the whole key's budget."""
+        return {name: self.rate_for(name) for name in ENDPOINTS}
+
+    def local_rates(self) -> dict[str, float]:
+        """What the in-process limiter enforces: :meth:`rates` times ``rate_limit_share`` (if set)."""
+        share = self.rate_limit_share if self.rate_limit_share is not None else 1.0
+        return {name: rate * share for name, rate in self.rates().items()}
