@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_attentive import __version__
-
-DEFAULT_BASE_URL = "https://api.attentivemobile.com"
+from airflow_provider_attentive.client.config import DEFAULT_BASE_URL
 
 
 def _number_field(label: str, description: str, *, integer: bool = False, minimum: float = 0) -> dict[str, Any]:
