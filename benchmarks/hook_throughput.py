@@ -20,10 +20,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from airflow_provider_attentive.client import ENDPOINTS, AttentiveTransport, LimiterRegistry, Request, TransportConfig
 from airflow_provider_attentive.emulator import ALL_SCOPES, Emulator, EmulatorProcess, KeySpec
-from airflow_provider_attentive.hooks.endpoints import ENDPOINTS
-from airflow_provider_attentive.hooks.ratelimit import LimiterRegistry
-from airflow_provider_attentive.hooks.transport import AttentiveTransport, Request, TransportConfig
 
 KEY = "bench-key"
 

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_attentive.hooks.transport import Outcome, Request, Result
+from airflow_provider_attentive.client import Request, RequestOutcome, Result
 from airflow_provider_attentive.sync.engine import SyncEngine, SyncOptions
 from airflow_provider_attentive.sync.objects import AttributesType
 from airflow_provider_attentive.sync.source import SqlSource
@@ -46,7 +46,7 @@ class InstantSender:
 
     def send_many(self, endpoint_name: str, requests: Iterable[Request]) -> Iterator[Result]:
         for r in requests:
-            yield Result(r.key, endpoint_name, Outcome.OK, 200, {}, None, 1, 0, 0.0)
+            yield Result(r.key, endpoint_name, RequestOutcome.OK, 200, {}, None, 1, 0, 0.0)
 
 
 def build(path: Path, rows: int) -> None:
@@ -109,7 +109,7 @@ def seed_state(db: Path) -> int:
 
 def rerun_child(db: str, url: str) -> None:
     """Runs in a fresh process so its peak RSS is the re-run's own."""
-    from airflow_provider_attentive.hooks.transport import AttentiveTransport, TransportConfig
+    from airflow_provider_attentive.client import AttentiveTransport, TransportConfig
 
     with AttentiveTransport(TransportConfig(base_url=url, api_key="bench-key")) as transport:
         t0 = time.perf_counter()
