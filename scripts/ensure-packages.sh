@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite needs, when they are missing:
-#   postgres  - PostgreSQL server binaries (tests/postgres.py starts a throwaway server on a loopback port)
+#   postgres  - PostgreSQL server binaries (tests/helpers/postgres.py starts a throwaway server on a loopback port)
 #   browser   - Chromium and its matching chromedriver (tests/e2e/test_ui.py; nothing is downloaded by tooling)
 #   compose   - docker-compose, to validate docker-compose.yaml (no Docker engine is needed for that)
 #   redis     - redis-server, for the shared rate-limit budget tests

@@ -13,5 +13,6 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="attentive-airflow
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
 
-# Emulator fixtures: attentive_emulator_server (session), attentive_emulator (reset per test).
-pytest_plugins = ["airflow_provider_attentive.emulator.pytest_plugin", "tests.postgres"]
+# Emulator fixtures: attentive_emulator_server (session), attentive_emulator (reset per test); PostgreSQL
+# fixtures: postgres_server (session), pg_database (a fresh database per test).
+pytest_plugins = ["airflow_provider_attentive.emulator.pytest_plugin", "tests.helpers.postgres"]

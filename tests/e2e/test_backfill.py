@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_attentive.emulator import ALL_SCOPES, Emulator, KeySpec
-from tests.postgres import pg_connect
+from tests.helpers.postgres import pg_connect
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -8,19 +8,14 @@ from typing import Any
 import pytest
 
 from airflow_provider_attentive.emulator import Emulator
-from airflow_provider_attentive.hooks.transport import AttentiveTransport, TransportConfig
 from airflow_provider_attentive.sync.errors import SourceDataError, SyncConfigError, TooManyFailures
-from airflow_provider_attentive.sync.objects import AttributesType
-from tests.sync.conftest import RunSync, bodies, create_customers, ops, phone, request_count
+from tests.helpers.engine import RunSync, ops, transport
+from tests.helpers.objects import attributes
+from tests.helpers.phones import phone
+from tests.helpers.records import bodies, request_count
+from tests.helpers.warehouse import create_customers
 
 SQL = "SELECT customer_id, phone, email, loyalty_tier, ltv FROM customers"
-
-
-def attributes(**kwargs: Any) -> AttributesType:
-    kwargs.setdefault("primary_key", "customer_id")
-    kwargs.setdefault("mapping", None)
-    kwargs.setdefault("default_region", None)
-    return AttributesType(**kwargs)
 
 
 def test_first_run_sends_every_row_with_the_exact_payload(
@@ -102,9 +97,7 @@ def test_transient_failure_is_retried_on_the_next_run(
 ) -> None:
     create_customers(warehouse, 10)
     attentive_emulator.client.set_faults(error_rate=1.0, endpoints=["attributes"], seed=3)
-    flaky = AttentiveTransport(
-        TransportConfig(base_url=attentive_emulator.url, api_key="test-key", max_attempts=2, backoff_base=0.01)
-    )
+    flaky = transport(attentive_emulator.url, max_attempts=2)
     with flaky, pytest.raises(TooManyFailures) as info:
         run_sync(attributes(), warehouse, SQL, sender=flaky)
     assert ops(info.value.summary, "failed") == (10, 0, 0) and info.value.summary["rejected"] == 0

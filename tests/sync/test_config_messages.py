@@ -11,8 +11,9 @@ import pytest
 from airflow_provider_attentive.emulator import Emulator
 from airflow_provider_attentive.sync.errors import SyncConfigError
 from airflow_provider_attentive.sync.objects import AttributesType, EventsType, ObjectType, SubscriptionsType
-from tests.sync.conftest import RunSync, phone
-from tests.sync.test_subscriptions import subs
+from tests.helpers import objects
+from tests.helpers.engine import RunSync
+from tests.helpers.phones import phone
 
 SQL = 'SELECT "Customer ID", "Phone Number", "Loyalty Tier" FROM crm'
 COLUMNS = "['Customer ID', 'Phone Number', 'Loyalty Tier']"
@@ -28,17 +29,15 @@ def crm(warehouse: sqlite3.Connection) -> sqlite3.Connection:
 
 
 def attributes(mapping: dict[str, str] | None) -> AttributesType:
-    return AttributesType(primary_key="Customer ID", mapping=mapping, default_region=None)
+    return objects.attributes(primary_key="Customer ID", mapping=mapping)
 
 
 def events(mapping: dict[str, str] | None) -> EventsType:
-    return EventsType(
-        sync_id="test.sync", event_type="Tier Changed", primary_key="Customer ID", mapping=mapping, default_region=None
-    )
+    return objects.events(event_type="Tier Changed", primary_key="Customer ID", mapping=mapping)
 
 
 def subscriptions(mapping: dict[str, str] | None) -> SubscriptionsType:
-    return subs(primary_key="Customer ID", mapping=mapping)
+    return objects.subs(primary_key="Customer ID", mapping=mapping)
 
 
 def config_error(run_sync: RunSync, obj: ObjectType, conn: sqlite3.Connection, sql: str = SQL) -> str:
@@ -108,7 +107,5 @@ def test_a_wide_model_is_listed_in_part(
     names = ["id", *(f"c{i}" for i in range(60))]
     warehouse.execute(f"CREATE TABLE wide ({', '.join(f'{n} TEXT' for n in names)})")
     warehouse.commit()
-    message = config_error(
-        run_sync, AttributesType(primary_key="id", mapping=None, default_region=None), warehouse, "SELECT * FROM wide"
-    )
+    message = config_error(run_sync, objects.attributes(primary_key="id"), warehouse, "SELECT * FROM wide")
     assert "'c38', ... (21 more)]" in message and "'c39'" not in message

@@ -12,7 +12,10 @@ import pytest
 from airflow_provider_attentive.emulator import Emulator
 from airflow_provider_attentive.sync.errors import SyncConfigError
 from airflow_provider_attentive.sync.objects import EventsType
-from tests.sync.conftest import RunSync, bodies, phone, request_count
+from tests.helpers import objects
+from tests.helpers.engine import RunSync
+from tests.helpers.phones import phone
+from tests.helpers.records import bodies, request_count
 
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 MAPPING = {
@@ -29,12 +32,8 @@ SQL = (
 
 
 def events(**kwargs: Any) -> EventsType:
-    kwargs.setdefault("sync_id", "test.sync")
-    kwargs.setdefault("primary_key", "order_id")
-    kwargs.setdefault("mapping", MAPPING)
-    kwargs.setdefault("default_region", None)
-    kwargs.setdefault("event_type", "Order Shipped")
-    return EventsType(**kwargs)
+    """The shipments model's events: keyed by ``order_id``, columns mapped by ``MAPPING``."""
+    return objects.events(**{"primary_key": "order_id", "mapping": MAPPING, **kwargs})
 
 
 def create_shipments(conn: sqlite3.Connection, n: int, *, start: dt.datetime = NOW - dt.timedelta(hours=2)) -> None:

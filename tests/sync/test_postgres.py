@@ -1,6 +1,6 @@
 """The sync engine with a real PostgreSQL as the source and as the state store (issue: two SQL dialects).
 
-The scenarios of ``test_attributes.py`` run against a throwaway PostgreSQL server (``tests/postgres.py``),
+The scenarios of ``test_attributes.py`` run against a throwaway PostgreSQL server (``tests/helpers/postgres.py``),
 with the model and the state tables in the same database (``state_conn_id`` defaults to the warehouse) and,
 the hardest case for transactions, on the same connection; the operator opens a second connection, which
 one parametrised case covers. The source table uses real PostgreSQL types
@@ -20,26 +20,21 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_attentive.client import LimiterRegistry
 from airflow_provider_attentive.emulator import Emulator
-from airflow_provider_attentive.hooks.ratelimit import LimiterRegistry
-from airflow_provider_attentive.hooks.transport import AttentiveTransport, TransportConfig
 from airflow_provider_attentive.sync.errors import SourceDataError, SyncLockedError, TooManyFailures
-from airflow_provider_attentive.sync.objects import AttributesType, SubscriptionsType
 from airflow_provider_attentive.sync.state import StateStore
-from tests.postgres import pg_connect
-from tests.sync.conftest import RunSync, bodies, create_customers, ops, phone, request_count
+from tests.helpers.engine import RunSync, ops, transport
+from tests.helpers.objects import attributes, subs
+from tests.helpers.phones import phone
+from tests.helpers.postgres import pg_connect
+from tests.helpers.records import bodies, request_count
+from tests.helpers.warehouse import create_customers
 
 pytestmark = pytest.mark.postgres
 
 SQL = "SELECT customer_id, phone, email, loyalty_tier, ltv, joined_at, vip FROM customers"
 JOINED = dt.datetime(2024, 5, 1, 12, 30, tzinfo=dt.timezone.utc)
-
-
-def attributes(**kwargs: Any) -> AttributesType:
-    kwargs.setdefault("primary_key", "customer_id")
-    kwargs.setdefault("mapping", None)
-    kwargs.setdefault("default_region", None)
-    return AttributesType(**kwargs)
 
 
 @pytest.fixture
@@ -234,9 +229,7 @@ def test_rejected_row_is_reported_and_not_retried_until_it_changes(
 def test_transient_failure_is_retried_on_the_next_run(attentive_emulator: Emulator, pg: Any, pg_sync: RunSync) -> None:
     create_pg_customers(pg, 10)
     attentive_emulator.client.set_faults(error_rate=1.0, endpoints=["attributes"], seed=3)
-    flaky = AttentiveTransport(
-        TransportConfig(base_url=attentive_emulator.url, api_key="test-key", max_attempts=2, backoff_base=0.01)
-    )
+    flaky = transport(attentive_emulator.url, max_attempts=2)
     with flaky, pytest.raises(TooManyFailures) as info:
         pg_sync(attributes(), pg, SQL, sender=flaky)
     assert ops(info.value.summary, "failed") == (10, 0, 0) and info.value.summary["rejected"] == 0
@@ -425,12 +418,7 @@ def test_subscriptions_mirror_tracks_members_in_postgres(
     # takes well under a second instead of ~6 s.
     fast = {"subscribe": 100, "unsubscribe": 100}
     attentive_emulator.client.set_limits(fast)
-    transport = AttentiveTransport(
-        TransportConfig(
-            base_url=attentive_emulator.url, api_key="test-key", rate_limits=fast, backoff_base=0.01, backoff_max=0.05
-        ),
-        registry=LimiterRegistry(),
-    )
+    fast_transport = transport(attentive_emulator.url, rate_limits=fast, registry=LimiterRegistry())
     execute(pg, "CREATE TABLE audience (phone TEXT PRIMARY KEY, email TEXT)")
 
     def set_audience(ids: list[int]) -> None:
@@ -440,19 +428,11 @@ def test_subscriptions_mirror_tracks_members_in_postgres(
         pg.commit()
 
     def mirror() -> dict[str, Any]:
-        obj = SubscriptionsType(
-            primary_key="phone",
-            mapping=None,
-            default_region=None,
-            sign_up_source_id="64140",
-            locale=None,
-            subscription_type="MARKETING",
-            single_opt_in=False,
-            notify_on_unsubscribe=False,
+        return pg_sync(
+            subs(), pg, "SELECT phone, email FROM audience", mode="mirror", sender=fast_transport, batch_size=10
         )
-        return pg_sync(obj, pg, "SELECT phone, email FROM audience", mode="mirror", sender=transport, batch_size=10)
 
-    with transport:
+    with fast_transport:
         set_audience(list(range(40)))
         first = mirror()
         assert ops(first, "succeeded") == (40, 0, 0)

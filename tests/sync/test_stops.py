@@ -9,34 +9,24 @@ from collections import Counter
 import pytest
 
 from airflow_provider_attentive.emulator import Emulator
-from airflow_provider_attentive.hooks.transport import AttentiveTransport, TransportConfig
 from airflow_provider_attentive.sync.errors import AttentiveAuthError, AttentiveUnavailable
-from airflow_provider_attentive.sync.objects import AttributesType, EventsType
-from tests.sync.conftest import RunSync, create_customers, request_count
-from tests.sync.test_subscriptions import set_members, subs
+from tests.helpers.engine import RunSync, transport
+from tests.helpers.objects import attributes, events, subs
+from tests.helpers.records import request_count
+from tests.helpers.warehouse import create_customers, create_orders, set_members
 
 SQL = "SELECT customer_id, phone, loyalty_tier FROM customers"
-
-
-def attributes() -> AttributesType:
-    return AttributesType(primary_key="customer_id", mapping=None, default_region=None)
 
 
 def statuses(conn: sqlite3.Connection) -> Counter[str]:
     return Counter(r[0] for r in conn.execute("SELECT status FROM attentive_sync_state WHERE sync_id = 'test.sync'"))
 
 
-def transport_for(url: str, key: str, **kwargs: float) -> AttentiveTransport:
-    return AttentiveTransport(
-        TransportConfig(base_url=url, api_key=key, backoff_base=0.01, backoff_max=0.05, **kwargs)  # type: ignore[arg-type]
-    )
-
-
 def test_a_revoked_key_stops_the_run_and_the_fixed_key_sends_every_row(
     attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
 ) -> None:
     create_customers(warehouse, 300)
-    with transport_for(attentive_emulator.url, "revoked-key") as bad, pytest.raises(AttentiveAuthError) as info:
+    with transport(attentive_emulator.url, api_key="revoked-key") as bad, pytest.raises(AttentiveAuthError) as info:
         run_sync(attributes(), warehouse, SQL, sender=bad, batch_size=20)
     message = str(info.value)
     assert "HTTP 401" in message and "revoked-key" not in message
@@ -55,24 +45,19 @@ def test_a_revoked_key_stops_the_run_and_the_fixed_key_sends_every_row(
 def test_a_key_without_the_scope_stops_an_events_run_with_the_reason(
     attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
 ) -> None:
-    warehouse.execute("CREATE TABLE orders (id INTEGER, phone TEXT)")
-    warehouse.executemany("INSERT INTO orders VALUES (?, ?)", [(i, f"+1415{2000000 + i:07d}") for i in range(30)])
-    warehouse.commit()
+    create_orders(warehouse, 30)
     attentive_emulator.client.add_key("attributes-only", scopes=["attributes:write"])
-    events = EventsType(
-        sync_id="test.sync", primary_key="id", mapping=None, default_region=None, event_type="Order Shipped"
-    )
-    with transport_for(attentive_emulator.url, "attributes-only") as limited, pytest.raises(AttentiveAuthError) as info:
-        run_sync(events, warehouse, "SELECT id, phone FROM orders", sender=limited)
+    with (
+        transport(attentive_emulator.url, api_key="attributes-only") as limited,
+        pytest.raises(AttentiveAuthError) as info,
+    ):
+        run_sync(events(), warehouse, "SELECT id, phone FROM orders", sender=limited)
     assert "HTTP 403" in str(info.value) and "permission" in str(info.value)
     assert attentive_emulator.client.stats()["events_stored"] == 0
 
     attentive_emulator.client.add_key("attributes-only", scopes=["attributes:write", "events:write"])
-    events = EventsType(
-        sync_id="test.sync", primary_key="id", mapping=None, default_region=None, event_type="Order Shipped"
-    )
-    with transport_for(attentive_emulator.url, "attributes-only") as fixed:
-        again = run_sync(events, warehouse, "SELECT id, phone FROM orders", sender=fixed)
+    with transport(attentive_emulator.url, api_key="attributes-only") as fixed:
+        again = run_sync(events(), warehouse, "SELECT id, phone FROM orders", sender=fixed)
     assert again["succeeded"]["added"] == 30 and attentive_emulator.client.stats()["events_stored"] == 30
 
 
@@ -83,7 +68,7 @@ def test_an_unreachable_attentive_trips_the_breaker_instead_of_trying_every_row(
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once the socket closes
-    with transport_for(closed, "test-key", max_attempts=2) as down, pytest.raises(AttentiveUnavailable) as info:
+    with transport(closed, max_attempts=2) as down, pytest.raises(AttentiveUnavailable) as info:
         run_sync(attributes(), warehouse, SQL, sender=down, batch_size=10, max_consecutive_failures=20)
     summary = info.value.summary
     tried = summary["failed"]["added"]

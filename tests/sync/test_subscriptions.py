@@ -3,39 +3,19 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
 
 import httpx
 import pytest
 
 from airflow_provider_attentive.emulator import Emulator
-from airflow_provider_attentive.hooks.transport import AttentiveTransport, TransportConfig
 from airflow_provider_attentive.sync.errors import SyncAborted, SyncConfigError, SyncConfigStop
-from airflow_provider_attentive.sync.objects import SubscriptionsType
-from tests.sync.conftest import RunSync, bodies, ops, phone, request_count
+from tests.helpers.engine import RunSync, ops, transport
+from tests.helpers.objects import subs
+from tests.helpers.phones import phone
+from tests.helpers.records import bodies, request_count, subscribed_phones
+from tests.helpers.warehouse import set_members
 
 SQL = "SELECT phone, email FROM members"
-
-
-def subs(**kwargs: Any) -> SubscriptionsType:
-    kwargs.setdefault("primary_key", "phone")
-    kwargs.setdefault("mapping", None)
-    kwargs.setdefault("default_region", None)
-    kwargs.setdefault("sign_up_source_id", "64140")
-    kwargs.setdefault("locale", None)
-    kwargs.setdefault("subscription_type", "MARKETING")
-    kwargs.setdefault("single_opt_in", False)
-    kwargs.setdefault("notify_on_unsubscribe", False)
-    return SubscriptionsType(**kwargs)
-
-
-def set_members(conn: sqlite3.Connection, ids: list[int], *, emails: bool = False) -> None:
-    conn.execute("CREATE TABLE IF NOT EXISTS members (phone TEXT, email TEXT, first_name TEXT)")
-    conn.execute("DELETE FROM members")
-    conn.executemany(
-        "INSERT INTO members VALUES (?, ?, NULL)", [(phone(i), f"m{i}@example.com" if emails else None) for i in ids]
-    )
-    conn.commit()
 
 
 def test_mirror_sends_each_membership_change_exactly_once(
@@ -215,12 +195,6 @@ def test_phone_is_required_and_config_is_checked(warehouse: sqlite3.Connection, 
 
 
 # -- one subscriber per phone, whatever the primary key ----------------------------------------------------
-
-
-def subscribed_phones(emu: Emulator) -> set[str]:
-    return {
-        ident for ident, subs_ in emu.client.subscriptions().items() if subs_.get("MARKETING", {}).get("subscribed")
-    }
 
 
 def customers(conn: sqlite3.Connection, rows: list[tuple[int, str]]) -> None:
@@ -432,8 +406,7 @@ def test_without_the_read_scope_subscribes_go_out_unchecked(
 ) -> None:
     attentive_emulator.client.add_key("write-only", scopes=["subscriptions:write", "attributes:write"])
     set_members(warehouse, [1, 2, 3])
-    config = TransportConfig(base_url=attentive_emulator.url, api_key="write-only", backoff_base=0.01)
-    with AttentiveTransport(config) as limited:
+    with transport(attentive_emulator.url, api_key="write-only") as limited:
         summary = run_sync(subs(), warehouse, SQL, mode="add", sender=limited)
     assert ops(summary, "succeeded") == (3, 0, 0)
     assert request_count(attentive_emulator, "subscriptions_read") == 3, "one refused batch of checks, then none"

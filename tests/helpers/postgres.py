@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL server for the tests (pytest plugin, loaded from ``tests/conftest.py``).
+"""A throwaway PostgreSQL server for the tests (a pytest plugin, loaded by ``tests/conftest.py``).
 
 * ``postgres_server`` (session): initdb + pg_ctl from ``/usr/lib/postgresql/<version>/bin`` into a temp dir,
   listening on 127.0.0.1 on a free port, durability off (fsync, synchronous_commit, full_page_writes), UTC.
@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+__all__ = ("PostgresServer", "find_bindir", "pg_connect", "pg_database", "pg_dsn", "postgres_server")
 
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 RUN_AS = "postgres"
@@ -67,6 +69,7 @@ def find_bindir() -> Path | None:
 
 
 def pg_dsn(params: Mapping[str, Any]) -> str:
+    """The libpq DSN (``host=... port=...``) for connect keyword arguments."""
     return " ".join(f"{k}={v}" for k, v in params.items())
 
 
