@@ -2,16 +2,17 @@
 
     python -m tests.crash.runner '<json config>'
 
-builds the operator described by the JSON, calls ``execute`` and prints the summary JSON as the last line of
-stdout (exit code 0). When the task fails, the last line is ``{"error": <exception type>, "message": ...,
-"summary": <summary or null>}`` and the exit code is 1. Connections come from the environment
-(``AIRFLOW_CONN_ATTENTIVE_DEFAULT``, ``AIRFLOW_CONN_WAREHOUSE``, ...).
+builds the operator described by the JSON (``tests.helpers.operators.build_operator``), calls ``execute`` and
+prints the summary JSON as the last line of stdout (exit code 0). When the task fails, the last line is
+``{"error": <exception type>, "message": ..., "summary": <summary or null>}`` and the exit code is 1.
+Connections come from the environment (``AIRFLOW_CONN_ATTENTIVE_DEFAULT``, ``AIRFLOW_CONN_WAREHOUSE``, ...).
 
 Config keys: ``object`` (``attributes`` | ``events`` | ``subscriptions``), ``sql``, ``primary_key``, ``mapping``,
-``mode`` (subscriptions), ``sync_id``, ``task_id``, ``run_id``, ``try_number``, ``options`` (any other operator
-keyword argument: ``batch_size``, ``resend_in_doubt``, ``max_rows_per_run``, ``max_runtime``, ``lock_wait``,
-``event_type``, ``sign_up_source_id``, ...) and ``engine`` (``SyncOptions`` fields the operators do not expose,
-such as ``lock_ttl_s``; passed through the operators' ``sync_options()`` hook).
+``mode`` (subscriptions), ``sync_id``, ``task_id``, ``sql_conn_id`` (default ``warehouse``), ``run_id``,
+``try_number``, ``options`` (any other operator keyword argument: ``batch_size``, ``resend_in_doubt``,
+``max_rows_per_run``, ``max_runtime``, ``lock_wait``, ``event_type``, ``sign_up_source_id``, ...) and ``engine``
+(``SyncOptions`` fields the operators do not expose, such as ``lock_ttl_s``; passed through the operators'
+``sync_options()`` hook).
 
 Importing Airflow takes seconds, and the crash tests start dozens of runs, so
 
@@ -33,65 +34,19 @@ import sys
 import tempfile
 from typing import Any
 
+from tests.helpers.operators import TaskInstance, build_operator, context
+
+# Airflow reads these when it is first imported, which building the first operator does.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="attentive-crash-airflow-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
 
 
-class _TaskInstance:
-    """The little of a TaskInstance that ``execute`` reads: ``try_number`` and ``xcom_push``."""
-
-    def __init__(self, try_number: int) -> None:
-        self.try_number = try_number
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-
-def build_operator(config: dict[str, Any]) -> Any:
-    """The operator described by ``config`` (see the module docstring)."""
-    from airflow_provider_attentive.operators.attributes import AttentiveAttributesOperator
-    from airflow_provider_attentive.operators.events import AttentiveEventsOperator
-    from airflow_provider_attentive.operators.subscriptions import AttentiveSubscriptionsOperator
-
-    classes = {
-        "attributes": AttentiveAttributesOperator,
-        "events": AttentiveEventsOperator,
-        "subscriptions": AttentiveSubscriptionsOperator,
-    }
-    cls = classes[config["object"]]
-    engine_options = dict(config.get("engine") or {})
-    if engine_options:
-        base = cls
-
-        class Tuned(base):  # type: ignore[valid-type, misc]
-            def sync_options(self) -> dict[str, Any]:
-                return {**super().sync_options(), **engine_options}
-
-        Tuned.__name__ = Tuned.__qualname__ = base.__name__
-        cls = Tuned
-    kwargs: dict[str, Any] = {
-        "task_id": config.get("task_id", f"crash_{config['object']}"),
-        "sql": config["sql"],
-        "sql_conn_id": config.get("sql_conn_id", "warehouse"),
-        "primary_key": config["primary_key"],
-        "mapping": config.get("mapping"),
-        "sync_id": config.get("sync_id"),
-        **(config.get("options") or {}),
-    }
-    if config["object"] == "subscriptions":
-        kwargs["mode"] = config.get("mode", "mirror")
-    return cls(**kwargs)
-
-
 def run(config: dict[str, Any]) -> int:
     """Execute one operator; print the summary (or the error) as the last stdout line; return the exit code."""
-    ti = _TaskInstance(int(config.get("try_number", 1)))
-    context = {"run_id": config.get("run_id", "crash-run"), "ti": ti}
+    ti = TaskInstance(int(config.get("try_number", 1)))
     try:
-        operator = build_operator(config)
-        summary = operator.execute(context)
+        summary = build_operator(config).execute(context(ti, config.get("run_id", "crash-run")))
     except Exception as exc:
         result: dict[str, Any] = {"error": type(exc).__name__, "message": str(exc), "summary": ti.xcom.get("summary")}
         code = 1

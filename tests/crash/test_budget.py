@@ -7,15 +7,10 @@ from typing import Any
 
 import pytest
 
-from tests.crash.conftest import (
-    Launcher,
-    Warehouse,
-    accepted,
-    assert_accounted,
-    phone,
-    stored_event_ids,
-    subscribed_phones,
-)
+from tests.helpers.crash import Launcher, assert_accounted
+from tests.helpers.phones import phone
+from tests.helpers.records import accepted, stored_event_ids, subscribed_phones
+from tests.helpers.warehouse import Warehouse, create_orders, set_members
 
 pytestmark = pytest.mark.slow
 
@@ -23,8 +18,7 @@ pytestmark = pytest.mark.slow
 def test_max_rows_per_run_sends_slices_and_the_next_run_continues(launcher: Launcher, warehouse: Warehouse) -> None:
     client = launcher.client
     rows, cap = 95, 25  # the cap is not a multiple of the batch size; the model is a single chunk
-    warehouse.execute("CREATE TABLE orders (id INTEGER, phone TEXT)")
-    warehouse.executemany("INSERT INTO orders VALUES (?, ?)", [(i, phone(i)) for i in range(rows)])
+    create_orders(warehouse, rows)
     cfg = {
         "object": "events",
         "sync_id": "budget.rows",
@@ -93,14 +87,8 @@ def test_a_mirror_on_a_budget_counts_removals_as_remaining_and_finishes_later(
         "primary_key": "phone",
         "options": {"sign_up_source_id": "64140", "batch_size": 10, "max_rows_per_run": 15, "max_removals": 0.5},
     }
-    warehouse.execute("CREATE TABLE members (phone TEXT)")
-
-    def members(ids: set[int]) -> None:
-        warehouse.execute("DELETE FROM members")
-        warehouse.executemany("INSERT INTO members VALUES (?)", [(phone(i),) for i in sorted(ids)])
-
     for model in (set(range(40)), set(range(12, 52))):  # then 12 leave and 12 join: 24 changes
-        members(model)
+        set_members(warehouse, model)
         while True:
             summary = launcher.complete(cfg)
             done = sum(summary["succeeded"].values()) + sum(summary["failed"].values())

@@ -16,24 +16,14 @@ import pytest
 
 from airflow_provider_attentive.emulator import Emulator
 from airflow_provider_attentive.emulator.client import EmulatorClient
-from airflow_provider_attentive.hooks.transport import AttentiveTransport, TransportConfig
-from airflow_provider_attentive.sync.engine import SyncEngine, SyncOptions
-from airflow_provider_attentive.sync.objects import EventsType, SubscriptionsType
-from airflow_provider_attentive.sync.source import SqlSource
-from airflow_provider_attentive.sync.state import StateStore
-from tests.crash.conftest import (
-    SEED,
-    Launcher,
-    Warehouse,
-    accepted,
-    assert_accounted,
-    assert_no_secrets,
-    phone,
-    stored_event_ids,
-    subscribed_phones,
-)
+from tests.helpers.crash import SEED, Launcher, assert_accounted, assert_no_secrets
+from tests.helpers.engine import sync_engine, transport
+from tests.helpers.objects import event_ids, subs
+from tests.helpers.phones import phone
+from tests.helpers.records import accepted, stored_event_ids, subscribed_phones
+from tests.helpers.warehouse import Warehouse, create_orders, set_members
 
-FAULTS = {
+FAULTS: dict[str, Any] = {
     "error_rate": 0.30,  # 500/502/503, before anything is applied
     "drop_rate": 0.03,  # connection closed before anything is applied
     "drop_after_apply_rate": 0.02,  # applied, then the connection is closed: the answer is lost
@@ -46,9 +36,11 @@ FAULTS = {
 CONNECTION = {"timeout": 1.0, "max_attempts": 4, "max_concurrency": 32}
 
 
-def event_ids(sync_id: str, keys: set[str]) -> dict[str, str]:
-    obj = EventsType(sync_id=sync_id, event_type="X", primary_key="id", mapping=None, default_region=None)
-    return {obj.external_event_id(k): k for k in keys}
+def under_faults(launcher: Launcher, seed: int) -> EmulatorClient:
+    """Turn every fault on (``FAULTS``) for the next runs, which use ``CONNECTION``; return the emulator's client."""
+    launcher.set_connection(**CONNECTION)
+    launcher.client.set_faults(**FAULTS, seed=seed)
+    return launcher.client
 
 
 def run_until_settled(
@@ -86,13 +78,11 @@ def assert_faults_fired(client: EmulatorClient, endpoints: tuple[str, ...]) -> N
 def test_events_under_5xx_drops_hangs_and_non_json_are_each_stored_once(
     launcher: Launcher, warehouse: Warehouse
 ) -> None:
-    client = launcher.client
     sync_id = "faults.events"
     rows = 150
     warehouse.execute("CREATE TABLE orders (id INTEGER, phone TEXT, amount REAL)")
     warehouse.executemany("INSERT INTO orders VALUES (?, ?, ?)", [(i, phone(i), i / 4) for i in range(rows)])
-    launcher.set_connection(**CONNECTION)
-    client.set_faults(**FAULTS, seed=SEED)
+    client = under_faults(launcher, SEED)
     cfg = {
         "object": "events",
         "sync_id": sync_id,
@@ -128,13 +118,11 @@ def test_events_under_5xx_drops_hangs_and_non_json_are_each_stored_once(
 def test_attributes_under_5xx_drops_hangs_and_non_json_end_as_the_model(
     launcher: Launcher, warehouse: Warehouse
 ) -> None:
-    client = launcher.client
     sync_id = "faults.attributes"
     rows = 150
     warehouse.execute("CREATE TABLE customers (id INTEGER, phone TEXT, tier TEXT)")
     warehouse.executemany("INSERT INTO customers VALUES (?, ?, ?)", [(i, phone(i), f"t{i % 7}") for i in range(rows)])
-    launcher.set_connection(**CONNECTION)
-    client.set_faults(**FAULTS, seed=SEED + 1)
+    client = under_faults(launcher, SEED + 1)
     cfg = {
         "object": "attributes",
         "sync_id": sync_id,
@@ -161,10 +149,8 @@ def test_attributes_under_5xx_drops_hangs_and_non_json_end_as_the_model(
 def test_subscriptions_mirror_under_faults_changes_each_membership_once(
     launcher: Launcher, warehouse: Warehouse
 ) -> None:
-    client = launcher.client
     sync_id = "faults.mirror"
-    launcher.set_connection(**CONNECTION)
-    client.set_faults(**FAULTS, seed=SEED + 2)
+    client = under_faults(launcher, SEED + 2)
     cfg = {
         "object": "subscriptions",
         "mode": "mirror",
@@ -173,7 +159,6 @@ def test_subscriptions_mirror_under_faults_changes_each_membership_once(
         "primary_key": "phone",
         "options": {"sign_up_source_id": "64140", "batch_size": 10, "max_removals": 0.5},
     }
-    warehouse.execute("CREATE TABLE members (phone TEXT)")
     first = set(range(80))
     second = (first - set(range(0, 80, 8))) | set(range(500, 510))  # 10 leave, 10 join
 
@@ -187,8 +172,7 @@ def test_subscriptions_mirror_under_faults_changes_each_membership_once(
                 assert p not in held, "state says unsubscribed; Attentive disagrees"
 
     for model in (first, second):
-        warehouse.execute("DELETE FROM members")
-        warehouse.executemany("INSERT INTO members VALUES (?)", [(phone(i),) for i in sorted(model)])
+        set_members(warehouse, model)
         run_until_settled(launcher, cfg, check)
         assert subscribed_phones(client) == {phone(i) for i in model}
     assert_faults_fired(client, ("subscribe", "unsubscribe", "subscriptions_read"))
@@ -211,8 +195,7 @@ def test_a_storm_of_5xx_or_html_answers_fails_the_task_with_nothing_claimed(
 ) -> None:
     client = launcher.client
     sync_id = f"faults.storm.{storm}"
-    warehouse.execute("CREATE TABLE orders (id INTEGER, phone TEXT)")
-    warehouse.executemany("INSERT INTO orders VALUES (?, ?)", [(i, phone(i)) for i in range(40)])
+    create_orders(warehouse, 40)
     launcher.set_connection(timeout=1.0, max_attempts=2)
     client.set_faults(**{storm: 1.0}, latency_ms=5, seed=SEED)
     cfg = {
@@ -279,30 +262,17 @@ def test_member_whose_unsubscribe_failed_and_who_comes_back_is_not_subscribed_ag
     """Regression: state ``member=subscribed, status=failed (op removed)`` used to count as "not a member"."""
     client = attentive_emulator.client
     conn = sqlite3.connect(tmp_path / "warehouse.db")
-    conn.execute("CREATE TABLE members (phone TEXT)")
-    config = TransportConfig(base_url=attentive_emulator.url, api_key="test-key", backoff_base=0.01, max_attempts=2)
 
-    def sync(members: range, **options: Any) -> dict[str, Any]:
-        conn.execute("DELETE FROM members")
-        conn.executemany("INSERT INTO members VALUES (?)", [(phone(i),) for i in members])
-        conn.commit()
-        obj = SubscriptionsType(
-            primary_key="phone",
-            mapping=None,
-            default_region=None,
-            sign_up_source_id="64140",
-            locale=None,
-            subscription_type="MARKETING",
-            single_opt_in=False,
-            notify_on_unsubscribe=False,
-        )
-        opts = SyncOptions(
-            sync_id="regression.return", mode="mirror", max_removals=1.0, max_failed_ratio=1.0, **options
-        )
-        with AttentiveTransport(config) as transport:
-            return SyncEngine(
-                obj, opts, source=SqlSource(conn, "SELECT phone FROM members"), state=StateStore(conn), sender=transport
-            ).run()
+    def sync(members: range) -> dict[str, Any]:
+        set_members(conn, members)
+        options: dict[str, Any] = {
+            "sync_id": "regression.return",
+            "mode": "mirror",
+            "max_removals": 1.0,
+            "max_failed_ratio": 1.0,
+        }
+        with transport(attentive_emulator.url, max_attempts=2) as sender:
+            return sync_engine(subs(), conn, "SELECT phone FROM members", sender=sender, **options).run()
 
     sync(range(10))
     client.set_faults(error_rate=1.0, endpoints=["unsubscribe"])  # the unsubscribe of member 0 fails

@@ -21,18 +21,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_attentive.emulator import Emulator
-from airflow_provider_attentive.hooks.transport import AttentiveTransport, TransportConfig
-from airflow_provider_attentive.sync.engine import SyncEngine, SyncOptions
-from airflow_provider_attentive.sync.objects import (
-    AttributesType,
-    EventsType,
-    Invalid,
-    ObjectType,
-    SubscriptionsType,
-    key_text,
-)
+from airflow_provider_attentive.sync.objects import AttributesType, EventsType, Invalid, ObjectType, key_text
 from airflow_provider_attentive.sync.values import mask_key, normalize_phone
-from tests.crash.conftest import assert_accounted, phone
+from tests.helpers.crash import assert_accounted
+from tests.helpers.engine import sync_engine, transport
+from tests.helpers.objects import subs
+from tests.helpers.phones import phone
+from tests.helpers.records import request_count
 
 FUZZ_KEY = "sk-fuzz-2b7e151628aed2a6abf71588"
 SETTINGS = settings(
@@ -104,19 +99,9 @@ def run_engine(emu: Emulator, obj: ObjectType, table: list[tuple[Any, ...]], **o
         conn.execute("CREATE TABLE fuzz (id, phone, a, b, props)")  # no affinity: values stay as generated
         conn.executemany("INSERT INTO fuzz VALUES (?, ?, ?, ?, ?)", table)
         conn.commit()
-        from airflow_provider_attentive.sync.source import SqlSource
-        from airflow_provider_attentive.sync.state import StateStore
-
-        config = TransportConfig(base_url=emu.url, api_key=FUZZ_KEY, backoff_base=0.01, backoff_max=0.05)
-        opts = SyncOptions(sync_id="fuzz", max_failed_ratio=1.0, batch_size=7, chunk_size=9, **options)
-        with AttentiveTransport(config) as transport:
-            summary = SyncEngine(
-                obj,
-                opts,
-                source=SqlSource(conn, "SELECT * FROM fuzz", chunk_size=9),
-                state=StateStore(conn),
-                sender=transport,
-            ).run()
+        opts: dict[str, Any] = {"sync_id": "fuzz", "max_failed_ratio": 1.0, "batch_size": 7, "chunk_size": 9, **options}
+        with transport(emu.url, api_key=FUZZ_KEY) as sender:
+            summary = sync_engine(obj, conn, "SELECT * FROM fuzz", sender=sender, chunk=9, **opts).run()
         state = {r[0]: r[1] for r in conn.execute("SELECT pk, status FROM attentive_sync_state")}
         log = conn.execute("SELECT pk, status, message FROM attentive_sync_log").fetchall()
         conn.close()
@@ -217,15 +202,11 @@ def test_fuzzed_subscriber_rows_are_sent_or_reported(
     fuzz_emulator: Emulator, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str], table: list
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    obj = SubscriptionsType(
+    obj = subs(
         primary_key="id",
         mapping={"phone": "phone", "a": "first_name", "b": "email"},
         default_region="US",
-        sign_up_source_id="64140",
-        locale=None,
-        subscription_type="MARKETING",
         single_opt_in=True,
-        notify_on_unsubscribe=False,
     )
     summary = run_engine(fuzz_emulator, obj, table, mode="add")
     # Rows sharing a phone are one subscriber: counted as shared_phones, or unchanged once the first is recorded.
@@ -251,31 +232,17 @@ def test_a_key_repeated_in_a_later_chunk_while_its_first_request_is_in_flight_is
     attentive_emulator: Emulator, tmp_path: Path
 ) -> None:
     """Regression: the duplicate check used to see only requests of the current chunk."""
-    from airflow_provider_attentive.sync.source import SqlSource
-    from airflow_provider_attentive.sync.state import StateStore
-
     client = attentive_emulator.client
     client.set_faults(latency_ms=300, endpoints=["subscribe"])  # the first subscribe is still in flight
     conn = sqlite3.connect(tmp_path / "warehouse.db")
     conn.execute("CREATE TABLE members (id, phone)")
     conn.executemany("INSERT INTO members VALUES (?, ?)", [(1, phone(7)), ("1", phone(7))])
     conn.commit()
-    obj = SubscriptionsType(
-        primary_key="id",
-        mapping={"phone": "phone"},
-        default_region=None,
-        sign_up_source_id="64140",
-        locale=None,
-        subscription_type="MARKETING",
-        single_opt_in=True,
-        notify_on_unsubscribe=False,
-    )
-    config = TransportConfig(base_url=attentive_emulator.url, api_key="test-key")
-    options = SyncOptions(sync_id="fuzz.chunks", mode="add", max_failed_ratio=1.0, chunk_size=1)
-    with AttentiveTransport(config) as transport:
-        source = SqlSource(conn, "SELECT id, phone FROM members", chunk_size=1)
-        summary = SyncEngine(obj, options, source=source, state=StateStore(conn), sender=transport).run()
+    obj = subs(primary_key="id", mapping={"phone": "phone"}, single_opt_in=True)
+    options: dict[str, Any] = {"sync_id": "fuzz.chunks", "mode": "add", "max_failed_ratio": 1.0, "chunk_size": 1}
+    with transport(attentive_emulator.url) as sender:
+        summary = sync_engine(obj, conn, "SELECT id, phone FROM members", sender=sender, chunk=1, **options).run()
     # Two rows, one phone: one subscriber, subscribed once (the second row waits for nothing and is not invalid).
     assert summary["succeeded"]["added"] == 1 and summary["shared_phones"] == 1 and summary["invalid"] == 0
-    assert client.stats()["endpoints"]["subscribe"]["requests"] == 1 and client.stats()["repeat_subscribes"] == 0
+    assert request_count(client, "subscribe") == 1 and client.stats()["repeat_subscribes"] == 0
     conn.close()

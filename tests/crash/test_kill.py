@@ -15,28 +15,19 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_attentive.sync.objects import EventsType
 from airflow_provider_attentive.sync.values import mask_key
-from tests.crash.conftest import (
-    Launcher,
-    Warehouse,
-    accepted,
-    accepted_event_ids,
-    assert_accounted,
-    assert_no_secrets,
-    in_doubt_bound,
-    phone,
-    rng_for,
-    stored_event_ids,
-    subscribed_phones,
-)
+from tests.helpers.crash import LOCK_TTL_S, Launcher, assert_accounted, assert_no_secrets, in_doubt_bound, rng_for
+from tests.helpers.objects import event_ids
+from tests.helpers.phones import phone
+from tests.helpers.records import accepted, accepted_event_ids, stored_event_ids, subscribed_phones
+from tests.helpers.warehouse import Warehouse, set_members
 
 pytestmark = pytest.mark.slow
 
 BATCH = 10
 MARGIN = 40  # attributes and events: 40 requests take >= 0.16 s at the emulator's 150/s plus latency
 COMMON = {"batch_size": BATCH, "chunk_size": 50, "lock_wait": 30}
-ENGINE = {"lock_ttl_s": 0.5}  # a killed run's lock expires quickly; see test_lock for the waiting itself
+ENGINE = {"lock_ttl_s": LOCK_TTL_S}  # a killed run's lock expires quickly; see test_lock for the waiting itself
 
 
 def config(obj: str, sync_id: str, sql: str, primary_key: str, **options: Any) -> dict[str, Any]:
@@ -170,8 +161,7 @@ def test_events_killed_seven_times_are_never_sent_twice(
         kill(launcher, cfg, rng, endpoint="events", after=kill_point(unsent(), MARGIN))
 
     valid = {str(i) for i in range(next_id) if i % 53 != 9}
-    ids = EventsType(sync_id=sync_id, event_type="X", primary_key="order_id", mapping=None, default_region=None)
-    event_id = {ids.external_event_id(k): k for k in valid}
+    event_id = event_ids(sync_id, valid)
 
     # Default: rows a kill left in doubt are reported, not resent; everything else is delivered.
     done = launcher.complete(cfg)
@@ -207,12 +197,6 @@ def test_events_killed_seven_times_are_never_sent_twice(
 
 
 # --------------------------------------------------------------------------------------- subscriptions ----
-
-
-def set_members(warehouse: Warehouse, members: set[int]) -> None:
-    warehouse.execute("CREATE TABLE IF NOT EXISTS members (phone TEXT, email TEXT)")
-    warehouse.execute("DELETE FROM members")
-    warehouse.executemany("INSERT INTO members VALUES (?, NULL)", [(phone(i),) for i in sorted(members)])
 
 
 def membership_changes(history: list[set[int]]) -> tuple[Counter[str], Counter[str]]:

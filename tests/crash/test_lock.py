@@ -11,22 +11,14 @@ from typing import Any
 import pytest
 
 from airflow_provider_attentive.emulator import Emulator
-from airflow_provider_attentive.hooks.transport import AttentiveTransport, TransportConfig
-from airflow_provider_attentive.sync.engine import SyncEngine, SyncOptions
 from airflow_provider_attentive.sync.errors import SyncLockedError
-from airflow_provider_attentive.sync.objects import EventsType
 from airflow_provider_attentive.sync.source import SqlSource
 from airflow_provider_attentive.sync.state import StateStore
-from tests.crash.conftest import (
-    Launcher,
-    Warehouse,
-    accepted,
-    accepted_event_ids,
-    phone,
-    requests_on,
-    rng_for,
-    stored_event_ids,
-)
+from tests.helpers.crash import Launcher, rng_for
+from tests.helpers.engine import sync_engine, transport
+from tests.helpers.objects import event_ids, events
+from tests.helpers.records import accepted, accepted_event_ids, request_count, stored_event_ids
+from tests.helpers.warehouse import Warehouse, create_orders
 
 ROWS = 300  # about 2 s of sending at Attentive's 150 requests/s
 
@@ -42,14 +34,8 @@ def events_config(sync_id: str, *, lock_wait: float, lock_ttl_s: float = 30.0) -
     }
 
 
-def orders(warehouse: Warehouse, n: int = ROWS) -> None:
-    warehouse.execute("CREATE TABLE orders (id INTEGER, phone TEXT)")
-    warehouse.executemany("INSERT INTO orders VALUES (?, ?)", [(i, phone(i)) for i in range(n)])
-
-
 def all_sent_once(launcher: Launcher, sync_id: str, n: int = ROWS) -> None:
-    obj = EventsType(sync_id=sync_id, event_type="X", primary_key="id", mapping=None, default_region=None)
-    expected = {obj.external_event_id(str(i)) for i in range(n)}
+    expected = set(event_ids(sync_id, (str(i) for i in range(n))))
     sent = accepted_event_ids(launcher.client)
     assert set(sent) == expected and max(sent.values()) == 1, "an event was sent twice or not at all"
     assert launcher.client.stats()["duplicate_events"] == 0
@@ -58,7 +44,7 @@ def all_sent_once(launcher: Launcher, sync_id: str, n: int = ROWS) -> None:
 
 @pytest.mark.slow
 def test_three_runs_started_together_only_one_sends(launcher: Launcher, warehouse: Warehouse) -> None:
-    orders(warehouse)
+    create_orders(warehouse, ROWS)
     cfg = events_config("lock.together", lock_wait=0)
     runs = [launcher.start(cfg) for _ in range(3)]
     codes = sorted(run.wait() for run in runs)
@@ -78,7 +64,7 @@ def test_a_second_plain_process_waits_for_the_first_then_finds_nothing_to_send(
     launcher: Launcher, warehouse: Warehouse
 ) -> None:
     """Both runs are plain ``python -m tests.crash.runner '<json>'`` processes, started at the same time."""
-    orders(warehouse)
+    create_orders(warehouse, ROWS)
     cfg = events_config("lock.wait", lock_wait=60)
     first, second = launcher.start(cfg, exec=True), launcher.start(cfg, exec=True)
     assert first.wait() == 0 and second.wait() == 0, first.output[-2000:] + second.output[-2000:]
@@ -92,7 +78,7 @@ def test_a_second_plain_process_waits_for_the_first_then_finds_nothing_to_send(
 def test_a_killed_holders_lock_blocks_until_it_expires_then_the_next_run_proceeds(
     launcher: Launcher, warehouse: Warehouse, request: pytest.FixtureRequest
 ) -> None:
-    orders(warehouse)
+    create_orders(warehouse, ROWS)
     sync_id = "lock.killed"
     ttl = 3.0
     killed = launcher.kill_during(
@@ -105,7 +91,7 @@ def test_a_killed_holders_lock_blocks_until_it_expires_then_the_next_run_proceed
     pending = warehouse.statuses(sync_id)["pending"]
     time.sleep(0.3)  # requests that had arrived before the kill finish their (emulated) latency
     sent_before = len(accepted(launcher.client, "events"))
-    arrived_before = requests_on(launcher.client, "events")
+    arrived_before = request_count(launcher.client, "events")
 
     # While the dead holder's lock is live, a run that will not wait fails clearly and sends nothing.
     assert time.time() < expires - 0.5
@@ -113,7 +99,7 @@ def test_a_killed_holders_lock_blocks_until_it_expires_then_the_next_run_proceed
     assert impatient.wait() == 1, impatient.output[-3000:]
     out = impatient.result
     assert out["error"] == "AirflowException" and "is locked by" in out["message"] and "lock expires" in out["message"]
-    assert requests_on(launcher.client, "events") == arrived_before, "a run that could not lock sent something"
+    assert request_count(launcher.client, "events") == arrived_before, "a run that could not lock sent something"
 
     # A run that waits takes the lock over once it expires, settles what the dead run left, and finishes.
     started = time.time()
@@ -136,9 +122,7 @@ def test_a_run_that_lost_its_lock_while_stalled_sends_nothing(attentive_emulator
     batch of intents."""
     path = tmp_path / "warehouse.db"
     conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE orders (id INTEGER, phone TEXT)")
-    conn.executemany("INSERT INTO orders VALUES (?, ?)", [(i, phone(i)) for i in range(50)])
-    conn.commit()
+    create_orders(conn, 50)
     other = sqlite3.connect(path)
 
     class SlowCheck(SqlSource):
@@ -147,19 +131,20 @@ def test_a_run_that_lost_its_lock_while_stalled_sends_nothing(attentive_emulator
             time.sleep(0.8)  # longer than the lock's TTL
             StateStore(other).acquire_lock("lock.stalled", "the-next-run", ttl_s=60, wait_s=0)
 
-    obj = EventsType(sync_id="lock.stalled", event_type="E", primary_key="id", mapping=None, default_region=None)
-    config = TransportConfig(base_url=attentive_emulator.url, api_key="test-key")
-    with AttentiveTransport(config) as transport:
-        engine = SyncEngine(
+    obj = events(sync_id="lock.stalled", event_type="E")
+    with transport(attentive_emulator.url) as sender:
+        engine = sync_engine(
             obj,
-            SyncOptions(sync_id="lock.stalled", lock_ttl_s=0.5),
-            source=SlowCheck(conn, "SELECT id, phone FROM orders"),
-            state=StateStore(conn),
-            sender=transport,
+            conn,
+            "SELECT id, phone FROM orders",
+            sender=sender,
+            source_type=SlowCheck,
+            sync_id="lock.stalled",
+            lock_ttl_s=0.5,
         )
         with pytest.raises(SyncLockedError, match="lost the lock"):
             engine.run()
-    assert attentive_emulator.client.stats()["endpoints"]["events"]["requests"] == 0
+    assert request_count(attentive_emulator, "events") == 0
     assert StateStore(other)._lock_row("lock.stalled")[0] == "the-next-run", "the new holder keeps its lock"
     conn.close()
     other.close()
