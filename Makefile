@@ -30,12 +30,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# As modules from the repository root, so that benchmarks import the tests' helpers (tests.helpers.*).
 bench: $(STAMP)
-	$(BIN)/python benchmarks/hook_throughput.py
-	$(BIN)/python benchmarks/emulator_throughput.py
-	$(BIN)/python benchmarks/unchanged_rerun.py --rows 1000000
-	$(BIN)/python benchmarks/unchanged_rerun.py --rows 200000 --changed 0.5
-	$(BIN)/python benchmarks/parallel_syncs.py
+	$(BIN)/python -m benchmarks.hook_throughput
+	$(BIN)/python -m benchmarks.emulator_throughput
+	$(BIN)/python -m benchmarks.unchanged_rerun --rows 1000000
+	$(BIN)/python -m benchmarks.unchanged_rerun --rows 200000 --changed 0.5
+	$(BIN)/python -m benchmarks.parallel_syncs
 
 clean:
 	rm -rf $(VENV) .demo test-artifacts

@@ -4,7 +4,7 @@ Starts the emulator as a subprocess (so client and server do not share a GIL), r
 rate limits so nothing is 429'd, then drives ``POST /v1/attributes/custom`` with N
 concurrent workers, each owning one keep-alive ``httpx.AsyncClient`` connection.
 
-    .venv/bin/python benchmarks/emulator_throughput.py --duration 10 --concurrency 64
+    .venv/bin/python -m benchmarks.emulator_throughput --duration 10 --concurrency 64
 """
 
 from __future__ import annotations

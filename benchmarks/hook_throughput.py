@@ -7,7 +7,7 @@ requests through ``AttentiveTransport.send_many`` and reports:
 * server rate: (N - 1) / (first -> last arrival at the emulator), what Attentive would see;
 * the emulator's busiest one-second window and its 429 count (must stay <= the limit and 0).
 
-    .venv/bin/python benchmarks/hook_throughput.py [--attributes 3000 --subscribe 200 --unsubscribe 100]
+    .venv/bin/python -m benchmarks.hook_throughput [--attributes 3000 --subscribe 200 --unsubscribe 100]
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ For each mode and endpoint it prints the combined arrival rate at the emulator (
 fraction of the limit, the busiest one-second window the emulator saw (every arrival, refused ones included)
 and its 429 count.
 
-    .venv/bin/python benchmarks/parallel_syncs.py [--modes redis,sql,share] [--attributes 1500 --subscribe 50]
+    .venv/bin/python -m benchmarks.parallel_syncs [--modes redis,sql,share] [--attributes 1500 --subscribe 50]
 """
 
 from __future__ import annotations
@@ -29,12 +29,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from airflow_provider_attentive.emulator import ALL_SCOPES, Emulator, KeySpec  # noqa: E402
-from tests.scale.harness import run_parallel_syncs  # noqa: E402
-from tests.scale.redis_server import RedisServer  # noqa: E402
+from airflow_provider_attentive.emulator import ALL_SCOPES, Emulator, KeySpec
+from tests.helpers.redis import RedisServer
+from tests.helpers.scale import run_parallel_syncs
 
 KEY = "bench-parallel-key"
 LIMITS = {"attributes": 150, "subscribe": 10}

@@ -9,8 +9,8 @@
    (read, hash, look up, validate + normalise the phone, build the payload, write intent + outcome + log),
    network waits excluded.
 
-    .venv/bin/python benchmarks/unchanged_rerun.py --rows 1000000
-    .venv/bin/python benchmarks/unchanged_rerun.py --rows 200000 --changed 0.5   # a steadier per-row cost
+    .venv/bin/python -m benchmarks.unchanged_rerun --rows 1000000
+    .venv/bin/python -m benchmarks.unchanged_rerun --rows 200000 --changed 0.5   # a steadier per-row cost
 
 The per-changed-row figure is a difference of two run totals, so it is steadier when changed rows are a
 large share of the run.

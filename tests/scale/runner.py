@@ -3,8 +3,8 @@
     python -m tests.scale.runner '<json config>'
 
 Config: ``jobs`` (a list of ``{"object", "sql", "sql_conn_id", "primary_key", "mapping", "sync_id", "mode",
-"options"}``, each run as a real operator in its own thread, the way two tasks share a Celery worker),
-``ready_file`` and ``go_file``. After importing Airflow and building the operators (seconds), the runner creates
+"options"}`` as ``tests.helpers.operators.build_operator`` reads them, each run as a real operator in its own
+thread, the way two tasks share a Celery worker), ``ready_file`` and ``go_file``. After importing Airflow and building the operators (seconds), the runner creates
 ``ready_file`` and waits for ``go_file`` to exist, so several runners start sending at the same moment. The last
 stdout line is JSON: ``{"jobs": [{"sync_id", "summary" | "error", "started", "finished"}, ...]}`` (wall-clock
 times). Connections come from the environment (``AIRFLOW_CONN_ATTENTIVE_DEFAULT``, ``AIRFLOW_CONN_<ID>``).
@@ -22,42 +22,12 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from tests.helpers.operators import TaskInstance, build_operator, context
+
+# Airflow reads these when it is first imported, which building the first operator does.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="attentive-scale-airflow-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
-
-
-class _TaskInstance:
-    def __init__(self) -> None:
-        self.try_number = 1
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-
-def build_operator(job: dict[str, Any]) -> Any:
-    from airflow_provider_attentive.operators.attributes import AttentiveAttributesOperator
-    from airflow_provider_attentive.operators.events import AttentiveEventsOperator
-    from airflow_provider_attentive.operators.subscriptions import AttentiveSubscriptionsOperator
-
-    classes = {
-        "attributes": AttentiveAttributesOperator,
-        "events": AttentiveEventsOperator,
-        "subscriptions": AttentiveSubscriptionsOperator,
-    }
-    kwargs: dict[str, Any] = {
-        "task_id": job["sync_id"].replace(".", "_"),
-        "sql": job["sql"],
-        "sql_conn_id": job["sql_conn_id"],
-        "primary_key": job["primary_key"],
-        "mapping": job.get("mapping"),
-        "sync_id": job["sync_id"],
-        **(job.get("options") or {}),
-    }
-    if job["object"] == "subscriptions":
-        kwargs["mode"] = job.get("mode", "add")
-    return classes[job["object"]](**kwargs)
 
 
 def run(config: dict[str, Any]) -> dict[str, Any]:
@@ -72,10 +42,9 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     results: list[dict[str, Any]] = [{} for _ in operators]
 
     def execute(i: int, job: dict[str, Any], operator: Any) -> None:
-        ti = _TaskInstance()
         started = time.time()
         try:
-            summary = operator.execute({"run_id": "scale-run", "ti": ti})
+            summary = operator.execute(context(TaskInstance(), "scale-run"))
             results[i] = {"sync_id": job["sync_id"], "summary": summary}
         except Exception as exc:
             results[i] = {

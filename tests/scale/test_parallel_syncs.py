@@ -16,8 +16,10 @@ from collections.abc import Iterator
 import pytest
 
 from airflow_provider_attentive.emulator import ALL_SCOPES, Emulator, EmulatorProcess, KeySpec
-from tests.scale.harness import ParallelRun, phone, run_parallel_syncs
-from tests.scale.redis_server import RedisServer, require_redis_server
+from tests.helpers.phones import phone
+from tests.helpers.records import subscribed_phones
+from tests.helpers.redis import RedisServer, require_redis_server
+from tests.helpers.scale import ParallelRun, run_parallel_syncs
 
 pytestmark = pytest.mark.slow
 
@@ -85,10 +87,9 @@ def test_emulator_holds_every_row(shared_run: ParallelRun, emulator: EmulatorPro
     attributes = emulator.client.attributes()
     expected = {phone(p * 100_000 + i) for p in range(PROCESSES) for i in range(ATTRIBUTES_ROWS)}
     assert expected <= set(attributes)
-    subscribed = {
-        ident for ident, subs in emulator.client.subscriptions().items() if subs.get("MARKETING", {}).get("subscribed")
+    assert subscribed_phones(emulator) == {
+        phone(p * 100_000 + 50_000 + i) for p in range(PROCESSES) for i in range(SUBSCRIBE_ROWS)
     }
-    assert subscribed == {phone(p * 100_000 + 50_000 + i) for p in range(PROCESSES) for i in range(SUBSCRIBE_ROWS)}
 
 
 @pytest.mark.parametrize("endpoint", sorted(LIMITS))

@@ -19,14 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_attentive.emulator import EmulatorProcess
+from tests.helpers.phones import phone
+
+__all__ = ("ParallelRun", "make_warehouse", "run_parallel_syncs")
 
 ROOT = Path(__file__).resolve().parents[2]
 SIGN_UP_SOURCE_ID = "64140"
-
-
-def phone(i: int) -> str:
-    """Distinct valid US numbers (libphonenumber accepts 415-2xx-xxxx)."""
-    return f"+1415{2000000 + i:07d}"
 
 
 @dataclass
@@ -56,6 +54,7 @@ class ParallelRun:
 
 
 def make_warehouse(path: Path, index: int, attributes_rows: int, subscribe_rows: int) -> None:
+    """Process ``index``'s model: ``customers`` from phone ``index * 100_000``, ``members`` from 50,000 above it."""
     base = index * 100_000
     conn = sqlite3.connect(path)
     with conn:
