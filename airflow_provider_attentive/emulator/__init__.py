@@ -14,15 +14,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .server import Emulator, EmulatorProcess, EmulatorServer
-from .state import ALL_SCOPES, ENDPOINTS, FaultConfig, KeySpec, max_window
+from .endpoints import ENDPOINT_NAMES
+from .faults import FaultConfig
+from .keys import ALL_SCOPES, KeySpec
+from .limits import max_window
+from .runner import Emulator, EmulatorProcess
+from .server import EmulatorServer
 
 if TYPE_CHECKING:
     from .client import EmulatorClient, EmulatorError
 
 __all__ = [
     "ALL_SCOPES",
-    "ENDPOINTS",
+    "ENDPOINT_NAMES",
     "Emulator",
     "EmulatorClient",
     "EmulatorError",

@@ -12,8 +12,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .endpoints import ENDPOINT_NAMES
+from .faults import FaultConfig
+from .keys import ALL_SCOPES, KeySpec, mask_api_key
+from .limits import DEFAULT_LIMITS, validate_limits
 from .server import EmulatorServer
-from .state import ALL_SCOPES, DEFAULT_LIMITS, ENDPOINTS, FaultConfig, KeySpec, mask_key, validate_limits
+
+__all__ = ["KEYS_ENV", "build_parser", "main"]
 
 KEYS_ENV = "ATTENTIVE_EMULATOR_KEYS"
 
@@ -56,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="ENDPOINT=N",
-        help=f"requests per second per key (repeatable; '*' = all). Endpoints: {', '.join(ENDPOINTS)}",
+        help=f"requests per second per key (repeatable; '*' = all). Endpoints: {', '.join(ENDPOINT_NAMES)}",
     )
     p.add_argument(
         "--sign-up-source",
@@ -134,7 +139,7 @@ async def _serve(args: argparse.Namespace, config: dict[str, Any]) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    keys = ", ".join(mask_key(k) for k in config["keys"])
+    keys = ", ".join(mask_api_key(k) for k in config["keys"])
     # Exactly one line on stdout: Emulator.spawn and scripts parse the URL out of it.
     print(f"attentive-emulator listening on {server.url}", flush=True)
     print(f"attentive-emulator keys: {keys}", file=sys.stderr, flush=True)

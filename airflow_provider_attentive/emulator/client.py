@@ -8,7 +8,9 @@ from typing import Any
 
 import httpx
 
-from .state import ALL_SCOPES
+from .keys import ALL_SCOPES
+
+__all__ = ["EmulatorClient", "EmulatorError"]
 
 
 class EmulatorError(RuntimeError):

@@ -15,8 +15,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from .server import Emulator, EmulatorProcess
-from .state import ALL_SCOPES, KeySpec
+from .keys import ALL_SCOPES, KeySpec
+from .runner import Emulator, EmulatorProcess
+
+__all__ = [
+    "READONLY_KEY",
+    "TEST_KEY",
+    "attentive_emulator",
+    "attentive_emulator_process",
+    "attentive_emulator_server",
+]
 
 TEST_KEY = "test-key"
 READONLY_KEY = "readonly-key"

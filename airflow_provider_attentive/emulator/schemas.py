@@ -20,16 +20,16 @@ from jsonschema.exceptions import best_match
 from referencing import Registry
 from referencing.jsonschema import DRAFT4
 
+from .api_v1 import V1_ROUTES
+
+__all__ = ["OPENAPI_PATH", "REQUEST_OPERATIONS", "RequestValidator", "get_request_validator", "translate_nullable"]
+
 OPENAPI_PATH = Path(__file__).parent / "openapi" / "attentive-v1-openapi.json"
 _SPEC_URI = "urn:attentive:v1-openapi"
 
 #: Emulator endpoint name -> (OpenAPI path relative to /v1, method) for operations with a JSON body.
 REQUEST_OPERATIONS: dict[str, tuple[str, str]] = {
-    "attributes": ("/attributes/custom", "post"),
-    "events": ("/events/custom", "post"),
-    "subscribe": ("/subscriptions", "post"),
-    "unsubscribe": ("/subscriptions/unsubscribe", "post"),
-    "identity": ("/identity-resolution/user-identifiers", "post"),
+    route.name: (route.path.removeprefix("/v1"), route.method.lower()) for route in V1_ROUTES if route.body != "none"
 }
 
 # Keywords whose value is a single subschema / list of subschemas / name->subschema map.

@@ -1,4 +1,4 @@
-"""Helpers shared by the emulator tests: an httpx client that talks to the emulated /v1 API."""
+"""Fixtures of the emulator tests: an httpx client that talks to the emulated /v1 API."""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ import httpx
 import pytest
 
 from airflow_provider_attentive.emulator import Emulator
-
-PHONE = "+14155550100"
-EMAIL = "person@example.com"
 
 
 @pytest.fixture
@@ -22,13 +19,3 @@ def api(attentive_emulator: Emulator) -> Iterator[httpx.Client]:
         timeout=10,
     ) as client:
         yield client
-
-
-def error_message(response: httpx.Response) -> str:
-    """The ``error.message`` of an emulator error body (asserting the documented shape)."""
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert isinstance(body["error"]["id"], int)
-    message = body["error"]["message"]
-    assert isinstance(message, str) and message
-    return message

@@ -6,8 +6,7 @@ import httpx
 import pytest
 
 from airflow_provider_attentive.emulator import Emulator
-
-from .conftest import EMAIL, PHONE, error_message
+from tests.helpers.emulator import EMAIL, PHONE, error_message
 
 ATTRIBUTES = {"properties": {"age": "24", "VIP": True}, "user": {"phone": PHONE}}
 EVENT = {"type": "Order Shipped", "properties": {"Order Id": "1"}, "user": {"email": EMAIL}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from airflow_provider_attentive.emulator import Emulator
-from tests.emulator.conftest import PHONE, error_message
+from tests.helpers.emulator import PHONE, error_message
 
 
 def test_enumerated_attribute_refuses_undefined_values(attentive_emulator: Emulator, api: httpx.Client) -> None:

@@ -8,9 +8,8 @@ import httpx
 import pytest
 
 from airflow_provider_attentive.emulator import Emulator, EmulatorError
-from airflow_provider_attentive.emulator.state import FaultConfig, FaultInjector
-
-from .conftest import PHONE
+from airflow_provider_attentive.emulator.faults import FaultConfig, FaultInjector
+from tests.helpers.emulator import PHONE
 
 BODY = {"properties": {"a": "1"}, "user": {"phone": PHONE}}
 

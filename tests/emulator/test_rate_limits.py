@@ -9,9 +9,8 @@ import httpx
 import pytest
 
 from airflow_provider_attentive.emulator import Emulator, max_window
-from airflow_provider_attentive.emulator.state import RateLimiter, WindowTracker
-
-from .conftest import PHONE, error_message
+from airflow_provider_attentive.emulator.limits import EndpointRateLimit, WindowTracker
+from tests.helpers.emulator import PHONE, error_message
 
 
 def test_twelve_fast_subscribes_give_ten_accepted_and_two_429(api: httpx.Client, attentive_emulator: Emulator) -> None:
@@ -101,7 +100,7 @@ def test_max_window_matches_brute_force_and_incremental_tracker() -> None:
 
 def test_rate_limiter_never_admits_more_than_the_limit_per_window() -> None:
     rng = random.Random(3)
-    limiter = RateLimiter({"subscribe": 10})
+    limiter = EndpointRateLimit({"subscribe": 10})
     now = 0.0
     accepted = []
     for _ in range(2000):

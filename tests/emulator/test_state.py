@@ -5,8 +5,7 @@ from __future__ import annotations
 import httpx
 
 from airflow_provider_attentive.emulator import Emulator
-
-from .conftest import EMAIL, PHONE, error_message
+from tests.helpers.emulator import EMAIL, PHONE, error_message
 
 SUBSCRIBE = {"user": {"phone": PHONE}, "signUpSourceId": "64140"}
 

@@ -8,8 +8,7 @@ import httpx
 import pytest
 
 from airflow_provider_attentive.emulator import Emulator
-
-from .conftest import EMAIL, PHONE, error_message
+from tests.helpers.emulator import EMAIL, PHONE, error_message
 
 USER = {"phone": PHONE}
 ATTR = "/attributes/custom"
