@@ -257,7 +257,7 @@ def test_3000_attributes_never_exceed_150_in_any_second(separate_emulator: Emula
     assert emu["max_window"] <= 150 and emu["max_window_all"] <= 150
     assert emu["requests"] == 3000
     # Throughput is measured by benchmarks/hook_throughput.py; the limiter's schedule, which decides it, is
-    # checked with a fake clock in test_ratelimit.py.
+    # checked with a fake clock in ratelimit/test_local.py.
 
 
 def test_300_subscribes_never_exceed_10_in_any_second(separate_emulator: EmulatorProcess) -> None:
