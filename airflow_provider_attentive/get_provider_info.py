@@ -136,6 +136,15 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        # Asset("attentive://...") URIs: checked at parse time, created by hook lineage, translated for OpenLineage.
+        "asset-uris": [
+            {
+                "schemes": ["attentive"],
+                "handler": "airflow_provider_attentive.assets.sanitize_uri",
+                "factory": "airflow_provider_attentive.assets.create_asset",
+                "to_openlineage_converter": "airflow_provider_attentive.assets.convert_asset_to_openlineage",
+            }
+        ],
         "connection-types": [
             {
                 "connection-type": "attentive",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from airflow_provider_attentive.assets import destination_name
 from airflow_provider_attentive.operators.base import AttentiveSyncOperator
 from airflow_provider_attentive.sync.objects import AttributesType, ObjectType
 
@@ -18,6 +19,10 @@ class AttentiveAttributesOperator(AttentiveSyncOperator):
 
     object_type = "attributes"
     mode_default = "upsert"
+
+    def openlineage_destination(self) -> str:
+        # One set of custom attributes per subscriber profile, written by every attributes sync alike.
+        return destination_name(self.object_type)
 
     def build_object(self) -> ObjectType:
         return AttributesType(

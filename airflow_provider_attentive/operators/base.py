@@ -16,6 +16,7 @@ from airflow.sdk import Asset, BaseHook, BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_attentive.hooks.attentive import AttentiveHook
+from airflow_provider_attentive.operators.lineage import AttentiveLineageMixin
 from airflow_provider_attentive.sync.engine import SyncEngine, SyncOptions
 from airflow_provider_attentive.sync.errors import (
     AttentiveAuthError,
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class AttentiveSyncOperator(BaseOperator):
+class AttentiveSyncOperator(AttentiveLineageMixin, BaseOperator):
     """Base class: read a SQL model through any Airflow SQL connection and sync it to Attentive.
 
     :param sql: the model, one SELECT (templated; a path ending in ``.sql`` is read as a template file).
@@ -176,6 +177,7 @@ class AttentiveSyncOperator(BaseOperator):
         try_number = getattr(ti, "try_number", None)
         engine_run_id = f"{run_id}#{try_number}" if try_number else run_id
         source_hook = self._db_hook(self.sql_conn_id)
+        self._lineage_sql_hook = source_hook  # the OpenLineage methods run after execute, on this object
         state_id = self.state_conn_id or self.sql_conn_id
         state_hook = source_hook if state_id == self.sql_conn_id else self._db_hook(state_id)
         try:
@@ -201,6 +203,7 @@ class AttentiveSyncOperator(BaseOperator):
         except SyncConfigError as exc:
             raise AirflowFailException(f"Attentive sync {self.sync_id!r} is misconfigured: {exc}") from None
         attentive = AttentiveHook(attentive_conn_id=self.attentive_conn_id)
+        self._lineage_api_hook = attentive
         try:
             transport = attentive.get_conn()
         except ValueError as exc:  # the connection itself is wrong (no key, bad URL, bad extra): no retry helps
@@ -262,7 +265,8 @@ class AttentiveSyncOperator(BaseOperator):
         return isinstance(value, str) and "{{" not in value
 
     def _publish(self, context: Context, summary: dict[str, Any]) -> None:
-        """Make the counts visible: the ``summary`` XCom (also on failure) and the asset event's extra."""
+        """Make the counts visible: the ``summary`` XCom (also on failure), the asset event's extra, lineage."""
+        self._report_lineage(summary)
         ti = context.get("ti")
         if ti is not None and hasattr(ti, "xcom_push"):
             ti.xcom_push(key="summary", value=summary)

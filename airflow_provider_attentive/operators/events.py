@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_attentive.assets import destination_name
 from airflow_provider_attentive.operators.base import AttentiveSyncOperator
 from airflow_provider_attentive.sync.objects import EventsType, ObjectType
 
@@ -31,6 +32,10 @@ class AttentiveEventsOperator(AttentiveSyncOperator):
         super().__init__(**kwargs)
         self.event_type = event_type
         self.skip_stale = skip_stale
+
+    def openlineage_destination(self) -> str:
+        # Journeys and segments key on the event type; a type taken from a column leaves the sync as the name.
+        return destination_name(self.object_type, self.event_type or self.sync_id)
 
     def build_object(self) -> ObjectType:
         return EventsType(
