@@ -2,9 +2,9 @@
 
 Hand-written on purpose: it keeps per-request overhead low enough that the emulator is never
 the bottleneck of a sync benchmark, and it lets fault injection do what a framework would not
-(reset a connection mid-request). An h11-based framing measured well over twice as slow per request
-(``benchmarks/emulator_throughput.py --raw``: 825 to 1,680 against 2,160 to 2,365 requests/s on a
-busy 2-core machine; 206 against 76 microseconds of server CPU per request in-process).
+(reset a connection mid-request). An h11-based framing served about half as many requests
+(``benchmarks/emulator_throughput.py --raw``, server at 100% CPU: 2,400 to 3,400 against 4,900 to
+5,400 requests/s; in-process, 206 against 76 microseconds of CPU per request).
 """
 
 from __future__ import annotations
