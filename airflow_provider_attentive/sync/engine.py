@@ -43,9 +43,9 @@ from airflow_provider_attentive.sync.errors import (
 from airflow_provider_attentive.sync.object_type import Batch, Invalid, ObjectType, Planned, Prepared
 from airflow_provider_attentive.sync.options import SyncOptions
 from airflow_provider_attentive.sync.source import SqlSource
-from airflow_provider_attentive.sync.state import Intent, RowOutcome, StateRow, StateStore
+from airflow_provider_attentive.sync.state import KNOWN_STATUSES, Intent, RowOutcome, StateRow, StateStore
 from airflow_provider_attentive.sync.summary import Summary, render_table
-from airflow_provider_attentive.sync.values import mask_key
+from airflow_provider_attentive.sync.values import mask_key, printable
 
 __all__ = ["SyncEngine", "SyncOptions"]
 
@@ -135,6 +135,8 @@ class SyncEngine:
                 locked = True
             else:
                 self._state_ready = self.state.tables_exist()
+                if self._state_ready:
+                    self.state.check_columns()
             columns = self.source.columns()
             self.obj.configure(columns)
             if opt.check_primary_key:
@@ -212,13 +214,18 @@ class SyncEngine:
                 )
             keyed: list[tuple[str, Sequence[Any]]] = []
             for row in rows:
-                key = obj.key_of(row)
+                try:
+                    key = obj.key_of(row)
+                except Exception as exc:  # a value no text can be made of (Decimal('sNaN'), a 5,000-digit int)
+                    self._invalid(None, f"the key cannot be read as text ({type(exc).__name__})", shown="<unreadable>")
+                    continue
                 if key is None:
                     self._invalid(*obj.key_problem(row))
                     obj.observe_unkeyed(row)
                     continue
-                if len(key) > KEY_MAX:
-                    self._invalid(key[:40] + "...", f"primary key is longer than {KEY_MAX} characters")
+                problem = _key_problem(key)
+                if problem:
+                    self._invalid(key, problem, shown=mask_key(key[:40] + "...") if len(key) > KEY_MAX else None)
                     continue
                 keyed.append((key, row))
                 obj.observe(key, row)
@@ -245,11 +252,17 @@ class SyncEngine:
                     else:
                         self._invalid(key, "primary key appears twice in the model")
                     continue
-                decision = self._classify(key, row, st)
-                if decision is None:
+                try:
+                    decision = self._classify(key, row, st)
+                    if decision is None:
+                        continue
+                    op, attempt_hash = decision
+                    prepared = obj.prepare(row, key)
+                except Exception as exc:
+                    # One row's content never stops the run: whatever a value does to hashing or validation,
+                    # the row is reported (masked) and the others go on.
+                    self._invalid(key, f"the row cannot be read ({type(exc).__name__})")
                     continue
-                op, attempt_hash = decision
-                prepared = obj.prepare(row, key)
                 if isinstance(prepared, Invalid) and prepared.empty:
                     self.summary.extra["nothing_to_send"] = self.summary.extra.get("nothing_to_send", 0) + 1
                     continue
@@ -286,6 +299,15 @@ class SyncEngine:
         s = self.summary
         row_hash = self.obj.row_hash(row)
         status = st.status if st else None
+        if st is not None and (problem := self._unrecognised(st)):
+            # Written by hand, by another version, or damaged: taking it for "not sent" could send again what
+            # Attentive already has (a repeat subscribe texts the person), so nothing is sent until it is fixed.
+            s.held_unknown_state += 1
+            s.error(
+                mask_key(key),
+                f"held, nothing sent: {problem}; fix or delete this key's row in {self.state.state_table}",
+            )
+            return None
         if status == "pending":  # only seen in a dry run: a live run settles pending rows first
             status = self.obj.pending_status
         op = self.obj.classify(key, row, st, status, row_hash)
@@ -400,11 +422,18 @@ class SyncEngine:
         )
         self.flush()
 
-    def _invalid(self, key: str | None, reason: str) -> None:
+    def _unrecognised(self, st: StateRow) -> str | None:
+        """Why the engine does not recognise a state row, or None."""
+        if st.status not in KNOWN_STATUSES:
+            return f"its state row has status {str(st.status)[:40]!r}, which this version never writes"
+        return self.obj.unrecognised_state(st)
+
+    def _invalid(self, key: str | None, reason: str, *, shown: str | None = None) -> None:
         s = self.summary
-        s.invalid += 1
-        shown = mask_key(key) if key is not None else "<NULL>"
-        s.error(shown, reason)
+        # A key with a NUL or a lone surrogate must still be writable to the log table (PostgreSQL refuses both).
+        shown = printable(shown or (mask_key(key) if key is not None else "<NULL>"))
+        reason = printable(reason)
+        s.invalid_row(shown, reason)
         if not self.options.dry_run:
             self._outcomes.append(
                 RowOutcome(
@@ -546,3 +575,16 @@ def _identity(prepared: Prepared | None) -> str | None:
     if prepared is None or not prepared.identity:
         return None
     return json.dumps(prepared.identity, sort_keys=True)
+
+
+def _key_problem(key: str) -> str | None:
+    """Why a key cannot be stored in the state table (every supported database takes what passes)."""
+    if len(key) > KEY_MAX:
+        return f"primary key is longer than {KEY_MAX} characters"
+    if "\x00" in key:
+        return "primary key contains a NUL character, which databases refuse in text"
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return "primary key is not valid Unicode (it holds a lone surrogate)"
+    return None

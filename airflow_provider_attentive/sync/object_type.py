@@ -469,6 +469,10 @@ class ObjectType:
             return None
         return "changed"
 
+    def unrecognised_state(self, state: StateRow) -> str | None:
+        """Why the type does not recognise a state row (a value it never writes), or None; such rows are held."""
+        return None
+
     def admit(self, op: str, prepared: Prepared) -> bool:
         """Whether a prepared row goes out (False drops it, counted by the type)."""
         return True

@@ -29,11 +29,34 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_provider_attentive.client.scrub import scrub
 from airflow_provider_attentive.sync.errors import SyncConfigError, SyncLockedError
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Matched with fullmatch: "$" also matches before a final newline, which would let "name\n" into the SQL.
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LOOKUP_CHUNK = 500
 MESSAGE_MAX = 1000
+#: the statuses this version writes; any other (or NULL) in a state row is held, never taken as "not sent"
+KNOWN_STATUSES = frozenset({"pending", "ok", "rejected", "failed", "in_doubt"})
+#: the memberships this version writes (audience types); None = never a member
+KNOWN_MEMBERS = frozenset({"subscribed", "unsubscribed", "preexisting"})
+
+
+# Every column the engine reads or writes, with its type (for the repair statement a damaged table needs).
+_COLUMNS = {
+    "state": {
+        "sync_id": "VARCHAR(250)", "pk": "VARCHAR(500)", "row_hash": "VARCHAR(64)", "attempt_hash": "VARCHAR(64)",
+        "status": "VARCHAR(16)", "op": "VARCHAR(16)", "member": "VARCHAR(16)", "identity": "VARCHAR(1000)",
+        "http_status": "INTEGER", "message": f"VARCHAR({MESSAGE_MAX})", "run_id": "VARCHAR(250)",
+        "subscribed_at": "VARCHAR(32)", "unsubscribed_at": "VARCHAR(32)", "updated_at": "VARCHAR(32)",
+    },
+    "log": {
+        "sync_id": "VARCHAR(250)", "run_id": "VARCHAR(250)", "pk": "VARCHAR(500)", "operation": "VARCHAR(16)",
+        "status": "VARCHAR(16)", "http_status": "INTEGER", "message": f"VARCHAR({MESSAGE_MAX})",
+        "logged_at": "VARCHAR(32)",
+    },
+    "lock": {"sync_id": "VARCHAR(250)", "holder": "VARCHAR(250)", "acquired_at": "VARCHAR(32)", "expires_at": "VARCHAR(32)"},
+}  # fmt: skip
 
 
 def utcnow() -> str:
@@ -100,9 +123,9 @@ class StateStore:
         table_prefix: str = "attentive_",
         schema: str | None = None,
     ) -> None:
-        if not _IDENT.match(table_prefix.rstrip("_") or "x") or not _IDENT.match(table_prefix + "x"):
+        if not _IDENT.fullmatch(table_prefix.rstrip("_") or "x") or not _IDENT.fullmatch(table_prefix + "x"):
             raise SyncConfigError(f"state table prefix {table_prefix!r} must be letters, digits and underscores")
-        if schema is not None and not _IDENT.match(schema):
+        if schema is not None and not _IDENT.fullmatch(schema):
             raise SyncConfigError(f"state schema {schema!r} must be letters, digits and underscores")
         self.conn = conn
         self.p = placeholder
@@ -164,6 +187,42 @@ class StateStore:
                 continue
             if table == self.state_table:
                 self._create_status_index()
+        self.check_columns()
+
+    def check_columns(self) -> None:
+        """Raise :class:`SyncConfigError`, before anything is sent, when a state table lacks a column.
+
+        Without this a damaged table (a column dropped by hand, a half-finished migration) would let requests
+        go out and then fail to record their outcomes.
+        """
+        tables = {
+            self.state_table: _COLUMNS["state"],
+            self.log_table: _COLUMNS["log"],
+            self.lock_table: _COLUMNS["lock"],
+        }
+        for table, columns in tables.items():
+            if not self._exists(table) or self._has_column(table, ", ".join(columns)):
+                continue  # one probe per table when it is whole; column by column only to name what is missing
+            missing = [c for c in columns if not self._has_column(table, c)]
+            if missing:
+                repair = "; ".join(f"ALTER TABLE {table} ADD COLUMN {c} {columns[c]}" for c in missing)
+                raise SyncConfigError(
+                    f"state table {table} lacks column(s) {', '.join(missing)}; nothing was sent. Repair it with: "
+                    f"{repair}. (Renaming the table away instead makes the provider create it anew, and the sync "
+                    "then starts from empty state and sends every row again.)"
+                )
+
+    def _has_column(self, table: str, column: str) -> bool:
+        cur = self.conn.cursor()
+        try:
+            cur.execute(f"SELECT {column} FROM {table} WHERE 1 = 0")
+            cur.fetchall()
+            return True
+        except Exception:
+            self.conn.rollback()
+            return False
+        finally:
+            _close(cur)
 
     def _create_status_index(self) -> None:
         # Every run looks for its sync's pending and in-doubt rows; without an index that is a scan of all the
@@ -447,6 +506,8 @@ class StateStore:
 def _trim(message: str | None) -> str | None:
     if message is None:
         return None
+    # Scrubbed before the cut: a cut through a bearer token would leave a prefix that no longer looks like one.
+    message = scrub(message)
     return message if len(message) <= MESSAGE_MAX else message[: MESSAGE_MAX - 3] + "..."
 
 

@@ -7,9 +7,23 @@ from typing import Any
 
 from airflow_provider_attentive.sync.values import mask_key, mask_payload
 
+__all__ = ["Summary", "render_table"]
+
 OPS = ("added", "changed", "removed")
 MAX_ERRORS = 20
 DRY_RUN_KEYS = 1000  # keys listed per operation in a dry-run summary (counts are always exact)
+# Invalid rows are counted per reason, every one of them; a reason that quotes its value (a bad timestamp) could
+# make one reason per row, so past this many distinct reasons the rest are counted together.
+MAX_REASONS = 50
+OTHER_REASON = "other"
+REASON_EXAMPLES = 5  # masked keys kept per reason
+# What the log says under the table when a counter is not zero, for the counters whose name alone does not.
+NOTES = {
+    "stale": (
+        "{n} event(s) older than 12 hours: Attentive stores them but starts no journey for them. They are sent "
+        "unless skip_stale=True, which drops them."
+    ),
+}
 
 
 def _ops() -> dict[str, int]:
@@ -36,6 +50,9 @@ class Summary:
     skipped_rejected: int = 0
     in_doubt: int = 0
     remaining: int = 0
+    # Rows whose state row this version does not recognise (hand-edited, another version, damaged): nothing is
+    # sent for them until the row is fixed.
+    held_unknown_state: int = 0
     requests: int = 0
     retries: int = 0
     throttled: int = 0
@@ -44,6 +61,8 @@ class Summary:
     # Rows sent, but not exactly as written (an invalid email dropped beside a valid phone): said per row.
     warnings: int = 0
     warning_samples: list[dict[str, Any]] = field(default_factory=list)
+    # reason -> {"count": every invalid row with it, "examples": the first few masked keys}
+    invalid_reasons: dict[str, dict[str, Any]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
     would_send: dict[str, list[str]] = field(default_factory=dict)
@@ -52,6 +71,20 @@ class Summary:
         self.warnings += 1
         if len(self.warning_samples) < MAX_ERRORS:
             self.warning_samples.append({"key": key, "note": note})
+
+    def invalid_row(self, key: str, reason: str) -> None:
+        """Count one row that cannot be sent: in ``invalid``, under its reason, and among the error samples.
+
+        ``key`` is already masked.
+        """
+        self.invalid += 1
+        self.error(key, reason)
+        if reason not in self.invalid_reasons and len(self.invalid_reasons) >= MAX_REASONS:
+            reason = OTHER_REASON
+        tally = self.invalid_reasons.setdefault(reason, {"count": 0, "examples": []})
+        tally["count"] += 1
+        if len(tally["examples"]) < REASON_EXAMPLES:
+            tally["examples"].append(key)
 
     def error(self, key: str, reason: str, status: int | None = None) -> None:
         if len(self.errors) < MAX_ERRORS:
@@ -71,6 +104,11 @@ class Summary:
     def total(self, counts: dict[str, int]) -> int:
         return sum(counts.values())
 
+    def _reasons(self) -> list[dict[str, Any]]:
+        """The invalid rows' reasons, most frequent first (``other`` last), each with its count and examples."""
+        ranked = sorted(self.invalid_reasons.items(), key=lambda item: (item[0] == OTHER_REASON, -item[1]["count"]))
+        return [{"reason": r, "count": t["count"], "examples": list(t["examples"])} for r, t in ranked]
+
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "sync_id": self.sync_id,
@@ -88,6 +126,7 @@ class Summary:
             "skipped_rejected": self.skipped_rejected,
             "in_doubt": self.in_doubt,
             "remaining": self.remaining,
+            "held_unknown_state": self.held_unknown_state,
             "requests": self.requests,
             "retries": self.retries,
             "throttled": self.throttled,
@@ -95,6 +134,7 @@ class Summary:
             "errors": list(self.errors),
             "warnings": self.warnings,
             "warning_samples": list(self.warning_samples),
+            "invalid_reasons": self._reasons(),
         }
         out.update(self.extra)
         if self.dry_run:
@@ -104,7 +144,10 @@ class Summary:
 
 
 def render_table(summary: dict[str, Any]) -> str:
-    """A fixed-width table for the end of the task log, readable without opening XCom."""
+    """A fixed-width table for the end of the task log, readable without opening XCom.
+
+    Below it: what the counters that need a word mean (``stale``), and the invalid rows by reason.
+    """
     planned, ok, bad = summary["planned"], summary["succeeded"], summary["failed"]
     rows: list[tuple[str, str]] = [
         (
@@ -147,4 +190,21 @@ def render_table(summary: dict[str, Any]) -> str:
     width = max(len(k) for k, _ in rows)
     line = "+" + "-" * (width + 2) + "+" + "-" * (max(len(v) for _, v in rows) + 2) + "+"
     body = [f"| {k.ljust(width)} | {v.ljust(len(line) - width - 7)} |" for k, v in rows]
-    return "\n".join([line, *body, line])
+    return "\n".join([line, *body, line, *_notes(summary), *_invalid_lines(summary)])
+
+
+def _notes(summary: dict[str, Any]) -> list[str]:
+    return [f"{name}: {text.format(n=summary[name])}" for name, text in NOTES.items() if summary.get(name)]
+
+
+def _invalid_lines(summary: dict[str, Any]) -> list[str]:
+    """``52 × phone is not ... (e.g. 17, 23, ...)`` per reason: the rows a newcomer must fix, in the log itself."""
+    reasons = summary.get("invalid_reasons") or []
+    if not reasons:
+        return []
+    width = len(str(max(r["count"] for r in reasons)))
+    lines = ["invalid rows by reason (masked keys of the first rows):"]
+    for r in reasons:
+        examples = ", ".join(r["examples"]) + (", ..." if r["count"] > len(r["examples"]) else "")
+        lines.append(f"  {str(r['count']).rjust(width)} × {r['reason']} (e.g. {examples})")
+    return lines

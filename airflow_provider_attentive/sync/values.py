@@ -105,8 +105,10 @@ def scalar(value: Any, name: str) -> str | int | float | bool:
     Dates become ISO 8601 text, Decimals numbers; lists, objects, bytes and non-finite numbers are refused
     because Attentive answers 400 to arrays and maps and JSON has no NaN.
     """
-    if isinstance(value, bool | int | str):
+    if isinstance(value, bool | str):
         return value
+    if isinstance(value, int):
+        return _integer(value, name)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidValue(f"attribute {name!r} is {value}, which JSON cannot carry")
@@ -124,9 +126,22 @@ def scalar(value: Any, name: str) -> str | int | float | bool:
     raise InvalidValue(f"attribute {name!r} has unsupported type {type(value).__name__}")
 
 
+# Beyond a double's range a number means nothing to Attentive, and past ~4,300 digits Python cannot even write
+# it as text: refused as invalid rather than failing (and being retried) at every run.
+_MAX_EXPONENT = 308
+
+
+def _integer(value: int, name: str) -> int:
+    if value.bit_length() > 1023:
+        raise InvalidValue(f"{name!r} is a number too large to send (more than {_MAX_EXPONENT} digits)")
+    return value
+
+
 def _decimal(value: decimal.Decimal, name: str) -> int | float:
     if not value.is_finite():
         raise InvalidValue(f"{name!r} is {value}, which JSON cannot carry")
+    if value and value.adjusted() > _MAX_EXPONENT:
+        raise InvalidValue(f"{name!r} is a number too large to send (more than {_MAX_EXPONENT} digits)")
     if value == value.to_integral_value():
         return int(value)
     return float(value)
@@ -136,8 +151,10 @@ def json_value(value: Any, name: str, depth: int = 0) -> Any:
     """Convert a value (possibly nested) into plain JSON for an event property."""
     if depth > 32:
         raise InvalidValue(f"property {name!r} is nested too deeply")
-    if value is None or isinstance(value, bool | int | str):
+    if value is None or isinstance(value, bool | str):
         return value
+    if isinstance(value, int):
+        return _integer(value, name)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidValue(f"property {name!r} contains {value}, which JSON cannot carry")
@@ -203,6 +220,17 @@ def mask_key(key: str) -> str:
     if _PHONE_LIKE.match(key) and sum(c.isdigit() for c in key) >= 7:
         return mask_phone(key)
     return key if len(key) <= 200 else key[:197] + "..."
+
+
+def printable(text: str) -> str:
+    """``text`` as every database stores it: lone surrogates and NUL characters escaped (PostgreSQL refuses both)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def mask_payload(payload: Any) -> Any:

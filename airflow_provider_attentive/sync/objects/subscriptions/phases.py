@@ -15,7 +15,7 @@ from airflow_provider_attentive.sync.audience import MirrorGuard
 from airflow_provider_attentive.sync.errors import SyncAborted
 from airflow_provider_attentive.sync.object_type import Batch, Planned, Prepared, Run, key_text
 from airflow_provider_attentive.sync.objects.subscriptions.answers import is_subscribed
-from airflow_provider_attentive.sync.state import RowOutcome, StateRow
+from airflow_provider_attentive.sync.state import KNOWN_MEMBERS, KNOWN_STATUSES, RowOutcome, StateRow
 from airflow_provider_attentive.sync.values import mask_key
 
 if TYPE_CHECKING:
@@ -180,7 +180,15 @@ class SubscriptionPhases:
         if not rows:
             return
         by_key = {r.pk: r for r in rows}
-        requests = [Request(key=r.pk, params={"phone": json.loads(r.identity or "{}").get("phone", "")}) for r in rows]
+        requests = []
+        for r in rows:
+            identity = self._identity(r)
+            if identity is None:
+                run.summary.error(
+                    mask_key(r.pk), f"in doubt, and its identity in {run.state.state_table} is not readable JSON"
+                )
+                continue
+            requests.append(Request(key=r.pk, params={"phone": identity["phone"]}))
         settled: list[RowOutcome] = []
         unresolved = 0
         for result in run.sender.send_many(EndpointName.SUBSCRIPTIONS_READ, requests):
@@ -244,6 +252,17 @@ class SubscriptionPhases:
             run.log.warning("a live run would stop here: %s", exc)
         run.dispatch(EndpointName.UNSUBSCRIBE, self._removals(leaving))
 
+    @staticmethod
+    def _identity(st: StateRow) -> dict[str, Any] | None:
+        """The identifiers kept with a membership, or None when the column is damaged."""
+        try:
+            identity = json.loads(st.identity or "")
+        except ValueError:
+            return None
+        if not isinstance(identity, dict) or not isinstance(identity.get("phone"), str):
+            return None
+        return identity
+
     def _removals(self, leaving: list[str]) -> Iterator[Batch]:
         run = self.run
         options = run.options
@@ -258,7 +277,19 @@ class SubscriptionPhases:
                 if st.status == "in_doubt" and not options.resend_in_doubt:
                     run.summary.in_doubt += 1
                     continue
-                identity = json.loads(st.identity)
+                identity = self._identity(st)
+                problem = None
+                if st.status not in KNOWN_STATUSES or st.member not in KNOWN_MEMBERS:
+                    problem = "its state row has a status or membership this version never writes"
+                elif identity is None:
+                    problem = "its state row's identity column is not readable JSON"
+                if problem or identity is None:
+                    # Unsubscribing on a guess cannot be undone: hold, and say where to look.
+                    run.summary.held_unknown_state += 1
+                    run.summary.error(
+                        mask_key(key), f"not unsubscribed: {problem}; fix or delete it in {run.state.state_table}"
+                    )
+                    continue
                 if identity.get("pk") in self.unreadable_pks:
                     run.summary.extra["held_removals"] += 1
                     run.summary.error(

@@ -21,7 +21,7 @@ from airflow_provider_attentive.sync.object_type import (
 )
 from airflow_provider_attentive.sync.objects.subscriptions.answers import read_subscription_answer
 from airflow_provider_attentive.sync.objects.subscriptions.phases import SubscriptionPhases
-from airflow_provider_attentive.sync.state import StateRow
+from airflow_provider_attentive.sync.state import KNOWN_MEMBERS, StateRow
 from airflow_provider_attentive.sync.values import InvalidValue, normalize_email, normalize_phone
 
 __all__ = ["SubscriptionsType"]
@@ -222,6 +222,11 @@ class SubscriptionsType(ObjectType):
         self, key: str, row: Sequence[Any], state: StateRow | None, status: str | None, row_hash: str
     ) -> str | None:
         return self.phases.classify(key, row, state, status, row_hash)
+
+    def unrecognised_state(self, state: StateRow) -> str | None:
+        if state.member is not None and state.member not in KNOWN_MEMBERS:
+            return f"its state row has membership {str(state.member)[:40]!r}, which this version never writes"
+        return None
 
     def body(self, op: str, prepared: Prepared) -> dict[str, Any]:
         if op == "removed":
