@@ -34,6 +34,9 @@ from airflow_provider_attentive.sync.state import StateStore
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+# Summary entries that list rows (masked keys, payloads) rather than count them: kept out of asset events.
+_SAMPLES = ("errors", "warning_samples", "samples", "would_send", "invalid_reasons")
+
 
 class AttentiveSyncOperator(AttentiveLineageMixin, BaseOperator):
     """Base class: read a SQL model through any Airflow SQL connection and sync it to Attentive.
@@ -274,9 +277,7 @@ class AttentiveSyncOperator(AttentiveLineageMixin, BaseOperator):
             outlet_events = context.get("outlet_events")
             if outlet_events is not None:
                 # Every count of the summary; the error samples and dry-run lists stay in the XCom only.
-                counts = {
-                    k: v for k, v in summary.items() if k not in ("errors", "warning_samples", "samples", "would_send")
-                }
+                counts = {k: v for k, v in summary.items() if k not in _SAMPLES}
                 outlet_events[self.asset].extra = counts
 
 

@@ -198,7 +198,7 @@ def _notes(summary: dict[str, Any]) -> list[str]:
 
 
 def _invalid_lines(summary: dict[str, Any]) -> list[str]:
-    """``52 × phone is not ... (e.g. 17, 23, ...)`` per reason: the rows a newcomer must fix, in the log itself."""
+    """``52 rows: phone is not ... (e.g. 17, 23, ...)`` per reason: what to fix, in the log itself."""
     reasons = summary.get("invalid_reasons") or []
     if not reasons:
         return []
@@ -206,5 +206,6 @@ def _invalid_lines(summary: dict[str, Any]) -> list[str]:
     lines = ["invalid rows by reason (masked keys of the first rows):"]
     for r in reasons:
         examples = ", ".join(r["examples"]) + (", ..." if r["count"] > len(r["examples"]) else "")
-        lines.append(f"  {str(r['count']).rjust(width)} × {r['reason']} (e.g. {examples})")
+        rows = "row: " if r["count"] == 1 else "rows:"
+        lines.append(f"  {str(r['count']).rjust(width)} {rows} {r['reason']} (e.g. {examples})")
     return lines
