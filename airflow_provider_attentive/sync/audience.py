@@ -40,19 +40,29 @@ class MirrorGuard:
         if removals == 0:
             return
         options = self.run.options
+        limit = self.limit(tracked)
         if rows_read == 0 and not options.allow_empty_source:
             self.run.summary.extra["blocked_removals"] = removals
+            # Both guards stand in the way of emptying an audience: name both, or the next run fails on the other.
+            advice = "set allow_empty_source=True"
+            if removals > limit:
+                advice += (
+                    f" and max_removals=1.0 (or {removals}) together: removing all of them is also above "
+                    f"max_removals={options.max_removals!r} (limit {limit})"
+                )
             raise SyncAborted(
                 f"the model returned no rows; mirroring it would {self.verb} all {removals} member(s) this sync "
-                "added. Nothing was sent. If the audience really is empty now, set allow_empty_source=True."
+                f"added. Nothing was sent. If the audience really is empty now, {advice}."
             )
-        limit = self.limit(tracked)
         if removals > limit:
             self.run.summary.extra["blocked_removals"] = removals
+            intended = "raise max_removals"
+            if rows_read == 0:
+                intended = f"set max_removals=1.0 (or {removals}) to empty the audience"
             raise SyncAborted(
                 f"mirror would {self.verb} {removals} of {tracked} tracked member(s), above max_removals="
                 f"{options.max_removals!r} (limit {limit}). Nothing was sent. Check the model; run with "
-                "dry_run=True to list who would be removed; if the removals are intended, raise max_removals."
+                f"dry_run=True to list who would be removed; if the removals are intended, {intended}."
             )
 
     def check_before_sending(self, members: set[str], column: str, key_from_value: Callable[[Any], str | None]) -> None:

@@ -1,4 +1,4 @@
-"""Configuration errors name the real problem: which columns the model has and how they are matched."""
+"""Messages name the real problem: the model's columns and how they are matched, every setting a guard wants."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from collections.abc import Callable
 import pytest
 
 from airflow_provider_attentive.emulator import Emulator
-from airflow_provider_attentive.sync.errors import SyncConfigError
+from airflow_provider_attentive.sync.errors import SyncAborted, SyncConfigError
 from airflow_provider_attentive.sync.objects import AttributesType, EventsType, ObjectType, SubscriptionsType
 from tests.helpers import objects
 from tests.helpers.engine import RunSync
 from tests.helpers.phones import phone
+from tests.helpers.records import request_count
+from tests.helpers.warehouse import set_members
 
 SQL = 'SELECT "Customer ID", "Phone Number", "Loyalty Tier" FROM crm'
 COLUMNS = "['Customer ID', 'Phone Number', 'Loyalty Tier']"
@@ -109,3 +111,37 @@ def test_a_wide_model_is_listed_in_part(
     warehouse.commit()
     message = config_error(run_sync, objects.attributes(primary_key="id"), warehouse, "SELECT * FROM wide")
     assert "'c38', ... (21 more)]" in message and "'c39'" not in message
+
+
+def test_emptying_an_audience_is_one_message_naming_both_settings(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    sql = "SELECT phone, email FROM members"
+    set_members(warehouse, range(6))
+    run_sync(objects.subs(), warehouse, sql, mode="mirror")
+    set_members(warehouse, [])
+    with pytest.raises(SyncAborted, match="no rows") as info:
+        run_sync(objects.subs(), warehouse, sql, mode="mirror")
+    message = str(info.value)
+    assert "set allow_empty_source=True and max_removals=1.0 (or 6) together" in message
+    assert "max_removals=0.2 (limit 1)" in message
+    # Following the message is enough: one more run, not two.
+    emptied = run_sync(objects.subs(), warehouse, sql, mode="mirror", allow_empty_source=True, max_removals=1.0)
+    assert emptied["succeeded"]["removed"] == 6
+    assert request_count(attentive_emulator, "unsubscribe") == 6
+
+
+def test_the_empty_model_message_names_only_what_is_missing(
+    attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
+) -> None:
+    sql = "SELECT phone, email FROM members"
+    set_members(warehouse, range(6))
+    run_sync(objects.subs(), warehouse, sql, mode="mirror")
+    set_members(warehouse, [])
+    with pytest.raises(SyncAborted) as only_flag:
+        run_sync(objects.subs(), warehouse, sql, mode="mirror", max_removals=1.0)
+    assert str(only_flag.value).endswith("set allow_empty_source=True.")
+    with pytest.raises(SyncAborted) as only_cap:
+        run_sync(objects.subs(), warehouse, sql, mode="mirror", allow_empty_source=True)
+    assert "set max_removals=1.0 (or 6) to empty the audience" in str(only_cap.value)
+    assert request_count(attentive_emulator, "unsubscribe") == 0
