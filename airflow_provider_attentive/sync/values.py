@@ -275,10 +275,8 @@ def sensitive_name(name: str) -> bool:
 
 def sensitive_value(value: Any) -> str | None:
     """Return "SSN" or "payment card number" when a value looks like one, else None."""
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        return None
-    text = str(value).strip()
-    if len(text) < 11 or len(text) > 23:
+    text = _short_text(value)
+    if text is None or len(text) < 11 or len(text) > 23:
         return None
     if _SSN_VALUE.match(text):
         return "SSN"
@@ -291,10 +289,17 @@ def sensitive_value(value: Any) -> str | None:
 
 def looks_like_card_digits(value: Any) -> bool:
     """A bare 13-19 digit number with a card prefix and a valid Luhn check digit (weak on its own)."""
+    text = _short_text(value)
+    return bool(text and _CARD_DIGITS.match(text) and _CARD_PREFIX.match(text) and _luhn(text))
+
+
+def _short_text(value: Any) -> str | None:
+    """A text or integer value as stripped text, or None (integers too long to print are no SSN or card)."""
     if isinstance(value, bool) or not isinstance(value, str | int):
-        return False
-    text = str(value).strip()
-    return bool(_CARD_DIGITS.match(text) and _CARD_PREFIX.match(text) and _luhn(text))
+        return None
+    if isinstance(value, int) and value.bit_length() > 256:
+        return None
+    return str(value).strip()
 
 
 def _luhn(digits: str) -> bool:

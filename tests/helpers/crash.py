@@ -306,7 +306,7 @@ def in_doubt_bound(batch_size: int, max_concurrency: int = 8) -> int:
 
 
 def assert_accounted(summary: dict[str, Any]) -> None:
-    """Every row read is invalid, unchanged, succeeded, failed, in doubt or remaining (attributes, events)."""
+    """Every row read is invalid, unchanged, succeeded, failed, in doubt, held or remaining (attributes, events)."""
     s = summary
     total = (
         s["invalid"]
@@ -316,6 +316,7 @@ def assert_accounted(summary: dict[str, Any]) -> None:
         + s["in_doubt"]
         + s["remaining"]
         + s.get("nothing_to_send", 0)
+        + s.get("held_unknown_state", 0)
     )
     assert total == s["rows_read"], f"rows not accounted for: {total} != {s['rows_read']} in {s}"
 
