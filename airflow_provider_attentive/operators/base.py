@@ -15,6 +15,7 @@ from airflow.providers.common.sql.hooks.sql import DbApiHook
 from airflow.sdk import Asset, BaseHook, BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from airflow_provider_attentive.client import AttentiveTransport, EndpointName
 from airflow_provider_attentive.hooks.attentive import AttentiveHook
 from airflow_provider_attentive.operators.lineage import AttentiveLineageMixin
 from airflow_provider_attentive.sync.engine import SyncEngine, SyncOptions
@@ -33,6 +34,8 @@ from airflow_provider_attentive.sync.state import StateStore
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+__all__ = ["AttentiveSyncOperator"]
 
 # Summary entries that list rows (masked keys, payloads) rather than count them: kept out of asset events.
 _SAMPLES = ("errors", "warning_samples", "samples", "would_send", "invalid_reasons")
@@ -211,6 +214,11 @@ class AttentiveSyncOperator(AttentiveLineageMixin, BaseOperator):
             transport = attentive.get_conn()
         except ValueError as exc:  # the connection itself is wrong (no key, bad URL, bad extra): no retry helps
             raise AirflowFailException(str(exc)) from None
+        try:
+            self._check_key(transport)
+        except BaseException:
+            attentive.close()
+            raise
         with ExitStack() as stack:
             source_conn = stack.enter_context(closing(source_hook.get_conn()))
             if state_hook is source_hook and _single_connection(source_hook):
@@ -256,6 +264,34 @@ class AttentiveSyncOperator(AttentiveLineageMixin, BaseOperator):
                 raise AirflowException(str(exc)) from None
         self._publish(context, summary)
         return summary
+
+    def _check_key(self, transport: AttentiveTransport) -> None:
+        """One ``GET /v1/me`` (no scope needed) before the model is read, dry runs included.
+
+        A refused key otherwise shows only when the first batches come back 401, after their intents were
+        written. Only a 401 decides anything: an unreachable or failing Attentive is left to the run, whose own
+        breaker stops it (and lets the task retry), so a check that got no answer never fails the task for good.
+        """
+        try:
+            result = transport.request(EndpointName.ME, max_attempts=2)
+        except Exception as exc:
+            self.log.warning("could not check the Attentive API key before sending (%s); going on", type(exc).__name__)
+            return
+        if result.ok:
+            return
+        if result.status == 401:
+            detail, key = result.error or "Unauthorized", transport.config.api_key
+            if key:  # the transport's messages never carry the key; this keeps it so if one ever quotes a header
+                detail = detail.replace(key, "***")
+            raise AirflowFailException(
+                f"Attentive sync {self.sync_id!r} stopped before reading or sending anything: Attentive refused the "
+                f"API key of connection {self.attentive_conn_id!r} (HTTP 401 on GET /v1/me: {detail}). Fix the key "
+                "in the connection, or create a new one in Attentive's custom app settings."
+            )
+        self.log.warning(
+            "could not check the Attentive API key before sending (GET /v1/me answered %s); going on",
+            result.status if result.status is not None else (result.error or "nothing"),
+        )
 
     def _sync_id_shared_by_mapped_instances(self) -> bool:
         """True when every instance of this mapped task gets the same sync_id: the default, or a plain string
