@@ -92,6 +92,14 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         ),
         "schema": {"type": ["boolean", "null"]},
     },
+    "proxy": {
+        "label": "Proxy URL",
+        "description": (
+            "https://[user:password@]host:port of the proxy to send through (http:// only on loopback, or with "
+            "allow_insecure_http). HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and .netrc are never used."
+        ),
+        "schema": {"type": ["string", "null"]},
+    },
 }
 
 # Placeholders only work for host/password/login/schema/port: Airflow treats any other key (``description``

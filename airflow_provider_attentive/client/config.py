@@ -16,15 +16,17 @@ from types import MappingProxyType
 from airflow_provider_attentive import __version__
 from airflow_provider_attentive.client.endpoints import ENDPOINTS, EndpointName, endpoint_names, get_endpoint
 from airflow_provider_attentive.client.ratelimit.backends import RATE_LIMIT_BACKENDS
+from airflow_provider_attentive.client.scrub import redact_url, url_secrets
 
-__all__ = ["DEFAULT_BASE_URL", "TransportConfig", "normalize_base_url"]
+__all__ = ["DEFAULT_BASE_URL", "TransportConfig", "is_loopback_host", "normalize_base_url", "normalize_proxy_url"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.attentivemobile.com"
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses: the only hosts plain ``http://`` may reach."""
     if host.lower() == "localhost":
         return True
     try:
@@ -60,7 +62,7 @@ def normalize_base_url(value: str, *, allow_insecure_http: bool = False) -> str:
         parts.port  # noqa: B018 - raises ValueError for an invalid port
     except ValueError as exc:
         raise ValueError(f"the Attentive base URL {value!r} has an invalid port") from exc
-    if scheme == "http" and not _is_loopback(host):
+    if scheme == "http" and not is_loopback_host(host):
         if not allow_insecure_http:
             raise ValueError(
                 f"refusing plain http:// for {host}: the API key would travel unencrypted. Use https://; "
@@ -79,6 +81,42 @@ def normalize_base_url(value: str, *, allow_insecure_http: bool = False) -> str:
     return f"{scheme}://{parts.netloc}{path}"
 
 
+def normalize_proxy_url(value: str | None, *, allow_insecure_http: bool = False) -> str | None:
+    """Check the ``proxy`` connection extra: ``http(s)://[user:password@]host[:port]``, or ``None`` for none.
+
+    The same rule as the base URL: a plain ``http://`` proxy is accepted on loopback only, or with
+    ``allow_insecure_http``, because what travels to it in clear (the proxy's own credentials, and the
+    API key when the base URL is plain http too) can be read on the way. Errors show the URL redacted.
+    """
+    raw = (value or "").strip()
+    if not raw:
+        return None
+    scheme = raw.partition("://")[0].lower() if "://" in raw else ""
+    if scheme not in ("http", "https"):
+        # Not shown: without a scheme, redaction cannot tell a password from a host.
+        raise ValueError("the proxy URL must start with http:// or https://")
+    shown = redact_url(raw)
+    try:
+        parts = urllib.parse.urlsplit(raw)
+        parts.port  # noqa: B018 - raises ValueError for an invalid port
+    except ValueError:
+        raise ValueError(f"the proxy URL {shown!r} does not parse (bad host or port)") from None
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        raise ValueError(f"the proxy URL {shown!r} must be scheme://host:port, without a path or query string")
+    host = parts.hostname
+    if not host:
+        raise ValueError(f"the proxy URL {shown!r} has no host")
+    if scheme == "http" and not is_loopback_host(host):
+        if not allow_insecure_http:
+            raise ValueError(
+                f"refusing the plain http:// proxy {shown}: what is sent to it travels unencrypted. Use an "
+                "https:// proxy; plain http is only accepted for a proxy on a loopback host, or with the "
+                "connection extra allow_insecure_http"
+            )
+        log.warning("allow_insecure_http: using the plain http:// proxy %s", shown)
+    return raw
+
+
 @dataclass(frozen=True)
 class TransportConfig:
     """Everything an :class:`AttentiveTransport` needs. ``api_key`` is left out of ``repr``.
@@ -94,6 +132,8 @@ class TransportConfig:
     ``"local"`` (1/N when N tasks share a key through an Airflow pool of N slots), and with a shared
     backend only while that backend is unreachable (default there: 1 / the limiters seen on the key).
     ``allow_insecure_http`` accepts ``http://`` to a non-loopback host (see :func:`normalize_base_url`).
+    ``proxy`` is the only proxy used (see :func:`normalize_proxy_url`): ``HTTP_PROXY``, ``HTTPS_PROXY``,
+    ``ALL_PROXY`` and ``.netrc`` are ignored, so the environment cannot route the key somewhere else.
     """
 
     base_url: str
@@ -110,10 +150,14 @@ class TransportConfig:
     rate_limit_redis_url: str | None = field(default=None, repr=False)
     rate_limit_share: float | None = None
     allow_insecure_http: bool = False
+    proxy: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(
             self, "base_url", normalize_base_url(self.base_url, allow_insecure_http=bool(self.allow_insecure_http))
+        )
+        object.__setattr__(
+            self, "proxy", normalize_proxy_url(self.proxy, allow_insecure_http=bool(self.allow_insecure_http))
         )
         backend = (self.rate_limit_backend or "local").strip().lower()
         if backend not in RATE_LIMIT_BACKENDS:
@@ -133,9 +177,13 @@ class TransportConfig:
         key = self.api_key.strip() if isinstance(self.api_key, str) else ""
         if not key:
             raise ValueError("the Attentive API key is empty")
-        if any(ord(c) < 0x21 or ord(c) == 0x7F for c in key):
-            # Checked here because httpx would echo the whole header value in its error message.
-            raise ValueError("the Attentive API key contains whitespace or control characters")
+        if not all(0x21 <= ord(c) <= 0x7E for c in key):
+            # Refused here, naming no character: sending would fail on every request with an error that
+            # quotes the header value (httpx) or names the character and its position (UnicodeEncodeError).
+            raise ValueError(
+                "the Attentive API key contains whitespace, control characters or non-ASCII characters; "
+                "copy the key again from Attentive (a key is printable ASCII)"
+            )
         object.__setattr__(self, "api_key", key)
         rates: dict[str, float] = {}
         for name, rate in dict(self.rate_limits).items():
@@ -156,6 +204,20 @@ class TransportConfig:
             raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts!r}")
         if self.max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {self.max_concurrency!r}")
+
+    def request_headers(self) -> dict[str, str]:
+        """The headers of every API request: the bearer key, the user agent and JSON both ways."""
+        return {
+            "Authorization": f"Bearer {self.api_key}",
+            "User-Agent": self.user_agent,
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+        }
+
+    def secret_values(self) -> list[str]:
+        """What must never be shown: the API key and the passwords in the proxy and Redis URLs (each as
+        written and decoded), for :func:`~airflow_provider_attentive.client.scrub.scrub` and log maskers."""
+        return [self.api_key, *url_secrets(self.proxy), *url_secrets(self.rate_limit_redis_url)]
 
     def rate_for(self, endpoint_name: EndpointName | str) -> float:
         """Requests per second allowed on ``endpoint_name``: the override or Attentive's default."""

@@ -71,16 +71,15 @@ class LoopThread:
         config = self._config
         client = httpx.AsyncClient(
             base_url=config.base_url,
-            headers={
-                "Authorization": f"Bearer {config.api_key}",
-                "User-Agent": config.user_agent,
-                "Accept": "application/json",
-                "Content-Type": "application/json",
-            },
+            headers=config.request_headers(),
             timeout=httpx.Timeout(config.timeout),
             limits=httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=_KEEPALIVE_S),
             verify=self._ssl_context,
             follow_redirects=False,
+            # Never HTTP(S)_PROXY / ALL_PROXY or .netrc from the environment: a proxy set for something else
+            # would receive the bearer key (in clear, for a plain-http emulator). Only the connection's own.
+            trust_env=False,
+            proxy=config.proxy,
         )
         self._lanes.append(client)
         return client

@@ -7,6 +7,7 @@ prefix left behind no longer matches the whole value being replaced.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import urllib.parse
@@ -23,9 +24,11 @@ REDACTED = "***"
 # or the end of the line; an Authorization named in prose without ":" or "=" is left alone.
 _AUTHORIZATION = re.compile(r"""(?i)(authorization\\?["']?[ \t]*[:=][ \t]*\\?["']?)[^"'\\\r\n]+""")
 # A mapping key whose value is an Authorization header (echoed headers as a JSON object).
-_AUTHORIZATION_NAME = re.compile(r"(?i)authorization")
+_AUTH_NAME = re.compile(r"(?i)authorization")
 # Any bearer token, wherever it appears.
 _BEARER = re.compile(r"""(?i)(\bbearer[ \t]+)[^\s"',;\\]+""")
+# A text without either word has no Authorization value or bearer token to scrub.
+_AUTH_WORDS = re.compile(r"(?i)authorization|bearer")
 # Query parameters whose value is a credential (redis-py reads password= and username= from the query).
 _CREDENTIAL_NAME = re.compile(r"(?i)pass|user|secret|token|auth|cred|key")
 # Of those, the ones worth masking wherever they appear; a username is not secret (and a common one such as
@@ -35,41 +38,71 @@ _SECRET_NAME = re.compile(r"(?i)pass|secret|token|auth|cred|key")
 
 def secret_forms(secret: str) -> list[str]:
     """``secret`` as it may appear in a text: as is, JSON-escaped and percent-encoded, longest first."""
+    return list(_forms(secret))
+
+
+@functools.lru_cache(maxsize=64)
+def _forms(secret: str) -> tuple[str, ...]:
     if not secret:
-        return []
+        return ()
     forms = {secret, json.dumps(secret)[1:-1], urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
-    return sorted(forms, key=len, reverse=True)
+    return tuple(sorted(forms, key=len, reverse=True))
 
 
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with each of ``secrets`` (in any :func:`secret_forms`), Authorization values and bearer tokens
     replaced by ``***``."""
     for secret in secrets:
-        for form in secret_forms(secret):
-            text = text.replace(form, REDACTED)
-    text = _AUTHORIZATION.sub(rf"\g<1>{REDACTED}", text)
-    return _BEARER.sub(rf"\g<1>{REDACTED}", text)
+        for form in _forms(secret):
+            if form in text:
+                text = text.replace(form, REDACTED)
+    if _AUTH_WORDS.search(text):
+        text = _AUTHORIZATION.sub(rf"\g<1>{REDACTED}", text)
+        text = _BEARER.sub(rf"\g<1>{REDACTED}", text)
+    return text
 
 
-def scrub_body(body: Any, secrets: Iterable[str] = ()) -> Any:
+def scrub_body(body: Any, secrets: Iterable[str] = (), *, raw: str | None = None) -> Any:
     """A parsed answer with :func:`scrub` applied to every string in it (keys included), and the whole value of
-    any key named like ``authorization`` replaced; other values as they are."""
+    any key named like ``authorization`` replaced; other values as they are.
+
+    ``raw`` is the answer's text before parsing: when it holds no secret, no Authorization or bearer and no
+    backslash escape, there is nothing to scrub and ``body`` is returned without walking it (a large page of
+    results costs one scan of its text).
+    """
     secrets = tuple(secrets)
+    if raw is not None and not _may_hold_secrets(raw, secrets):
+        return body
+    return _walk(body, secrets)
+
+
+def _may_hold_secrets(raw: str, secrets: tuple[str, ...]) -> bool:
+    # Any backslash counts: a JSON escape (\u0041, \/) can spell a secret or one of the words in the parsed
+    # strings without showing it in the raw text. Plain substring tests: a regex over a large page is slower.
+    if "\\" in raw:
+        return True
+    lowered = raw.lower()
+    if "authorization" in lowered or "bearer" in lowered:
+        return True
+    return any(form in raw for secret in secrets for form in _forms(secret))
+
+
+def _walk(body: Any, secrets: tuple[str, ...]) -> Any:
     if isinstance(body, str):
         return scrub(body, secrets)
     if isinstance(body, dict):
         return dict(_scrub_item(k, v, secrets) for k, v in body.items())
     if isinstance(body, list):
-        return [scrub_body(v, secrets) for v in body]
+        return [_walk(v, secrets) for v in body]
     return body
 
 
 def _scrub_item(name: Any, value: Any, secrets: tuple[str, ...]) -> tuple[Any, Any]:
     if not isinstance(name, str):
-        return name, scrub_body(value, secrets)
-    if isinstance(value, str) and _AUTHORIZATION_NAME.search(name):
+        return name, _walk(value, secrets)
+    if isinstance(value, str) and _AUTH_NAME.search(name):
         return scrub(name, secrets), REDACTED
-    return scrub(name, secrets), scrub_body(value, secrets)
+    return scrub(name, secrets), _walk(value, secrets)
 
 
 def _split(url: str) -> urllib.parse.SplitResult | None:

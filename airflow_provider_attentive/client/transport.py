@@ -36,6 +36,7 @@ from airflow_provider_attentive.client.ratelimit.base import Permit, RateLimiter
 from airflow_provider_attentive.client.ratelimit.local import LimiterRegistry
 from airflow_provider_attentive.client.redact import install_httpx_filter
 from airflow_provider_attentive.client.retry import Decision, RetryPolicy, RetryState, parse_retry_after
+from airflow_provider_attentive.client.scrub import scrub, scrub_body
 from airflow_provider_attentive.client.stats import TransportStats
 
 __all__ = ["AttentiveTransport"]
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 # Installed with the transport, so no process can send (and have httpx log a phone number) without it.
 install_httpx_filter()
 
+# Answers are scrubbed when parsed, before anything is cut to this length: an answer that echoes the request
+# headers, cut in the middle of the key, would otherwise leave its first characters where scrubbing misses them.
 _MAX_ERROR_TEXT = 500
 
 
@@ -134,6 +137,7 @@ class AttentiveTransport:
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
+        self._secrets = tuple(config.secret_values())
         self._owned_limiter: Any = None
         if limiter is None:
             limiter = limiter_for_config(config, registry)
@@ -323,7 +327,7 @@ class AttentiveTransport:
     # -- the retry loop (runs on the transport's event loop) -----------------------------------------
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self.config.api_key, "***")
+        return scrub(text, self._secrets)
 
     async def _execute(self, loop_thread: LoopThread, endpoint: Endpoint, item: Request, policy: RetryPolicy) -> Result:
         started = time.monotonic()
@@ -351,7 +355,10 @@ class AttentiveTransport:
                         self._stats.add(network_errors=1)
                         decision = policy.after_error(state, exc, endpoint.idempotent, self._rng)
                     else:
-                        status, body = response.status_code, _parse_body(response)
+                        status, body = (
+                            response.status_code,
+                            scrub_body(_parse_body(response), self._secrets, raw=response.text),
+                        )
                         decision = self._after_response(endpoint, response, body, state, policy)
                         error = (
                             None if decision.outcome is RequestOutcome.OK else self._describe(endpoint, response, body)

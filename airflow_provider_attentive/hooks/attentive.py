@@ -6,7 +6,6 @@ The transport it builds comes from :mod:`airflow_provider_attentive.client`, whi
 from __future__ import annotations
 
 import math
-import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -23,6 +22,7 @@ from airflow_provider_attentive.client import (
     SqlRateLimiter,
     TransportConfig,
 )
+from airflow_provider_attentive.client.scrub import scrub, url_secrets
 from airflow_provider_attentive.get_provider_info import UI_FIELD_BEHAVIOUR
 
 __all__ = ["AttentiveHook"]
@@ -160,6 +160,7 @@ def config_from_connection(
     insecure = _coerce_bool(conn_id, "allow_insecure_http", extra.get("allow_insecure_http"))
     if insecure is not None:
         kwargs["allow_insecure_http"] = insecure
+    kwargs["proxy"] = _coerce_text(conn_id, "proxy", extra.get("proxy"))
     if kwargs["rate_limit_backend"] == "sql" and rate_limit_sql_conn_id(conn_id, extra) is None:
         raise ValueError(
             f"Attentive connection {conn_id!r}: rate_limit_backend 'sql' needs the extra 'rate_limit_sql_conn_id' "
@@ -200,6 +201,8 @@ class AttentiveHook(BaseHook):
         self._sql_conn_id: str | None = None
         self._transport: AttentiveTransport | None = None
         self._sql_limiter: SqlRateLimiter | None = None
+        # Everything secret read from the connection, as stored and as used: scrubbed from Test messages.
+        self._secrets: list[str] = []
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -212,16 +215,17 @@ class AttentiveHook(BaseHook):
         if self._config is None:
             conn = self.get_connection(self.attentive_conn_id)
             check_conn_type(self.attentive_conn_id, conn.conn_type)
-            if conn.password:
-                mask_secret(conn.password)
+            # Masked before anything can fail and quote them: the key as stored and as sent (stripped), and the
+            # passwords in the Redis and proxy URLs, however they are written.
+            self._mask(conn.password, (conn.password or "").strip())
             extra = conn.extra_dejson
             if not isinstance(extra, Mapping):
                 raise ValueError(f"Attentive connection {self.attentive_conn_id!r}: extra must be a JSON object")
+            for name in ("rate_limit_redis_url", "proxy"):
+                if isinstance(extra.get(name), str):
+                    self._mask(*url_secrets(extra[name].strip()))
             config = config_from_connection(self.attentive_conn_id, conn.host, conn.port, conn.password, extra)
-            if config.rate_limit_redis_url:
-                password = urllib.parse.urlsplit(config.rate_limit_redis_url).password
-                if password:
-                    mask_secret(password)
+            self._mask(*config.secret_values())
             self._sql_conn_id = rate_limit_sql_conn_id(self.attentive_conn_id, extra)
             self._config = config
         return self._config
@@ -316,9 +320,15 @@ class AttentiveHook(BaseHook):
             message = result.error or f"Attentive answered HTTP {result.status}"
         return False, self._scrub(message)
 
+    def _mask(self, *values: str | None) -> None:
+        """Register ``values`` with Airflow's secrets masker (task logs) and this hook's :meth:`_scrub`."""
+        for value in values:
+            if value and value not in self._secrets:
+                mask_secret(value)
+                self._secrets.append(value)
+
     def _scrub(self, text: str) -> str:
-        key = self._config.api_key if self._config is not None else None
-        return text.replace(key, "***") if key else text
+        return scrub(text, self._secrets)
 
     # -- one method per endpoint --------------------------------------------------------------------
 

@@ -23,7 +23,11 @@ __all__ = ["StubReply", "StubRequest", "StubServer", "closed_port_url", "stub_se
 
 @dataclass
 class StubReply:
-    """One scripted answer: status, body (JSON, or text/bytes sent as text/plain) and extra headers."""
+    """One scripted answer: status, body (JSON, or text/bytes sent as text/plain) and extra headers.
+
+    ``body`` may also be a function of the :class:`StubRequest` received, returning one of those (an answer
+    that echoes the request, say).
+    """
 
     status: int
     body: Any = None
@@ -56,16 +60,16 @@ class StubServer:
             def _serve(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
+                request = StubRequest(time.monotonic(), self.command, self.path, dict(self.headers.items()), body)
                 with stub._lock:
-                    stub.requests.append(
-                        StubRequest(time.monotonic(), self.command, self.path, dict(self.headers.items()), body)
-                    )
+                    stub.requests.append(request)
                     reply = stub.replies.pop(0) if len(stub.replies) > 1 else stub.replies[0]
-                if isinstance(reply.body, (bytes, str)):
-                    payload = reply.body.encode() if isinstance(reply.body, str) else reply.body
+                answer = reply.body(request) if callable(reply.body) else reply.body
+                if isinstance(answer, (bytes, str)):
+                    payload = answer.encode() if isinstance(answer, str) else answer
                     ctype = "text/plain"
                 else:
-                    payload = json.dumps(reply.body).encode()
+                    payload = json.dumps(answer).encode()
                     ctype = "application/json"
                 self.send_response(reply.status)
                 self.send_header("Content-Type", ctype)

@@ -40,8 +40,8 @@ from airflow_provider_attentive.client.ratelimit.shared import (
     PEER_HORIZON_S,
     RateLimitBackendUnavailable,
     SharedRateLimiter,
-    redact_url,
 )
+from airflow_provider_attentive.client.scrub import redact_url, scrub, url_secrets
 
 __all__ = ["RedisRateLimiter"]
 
@@ -257,16 +257,19 @@ class RedisRateLimiter(SharedRateLimiter):
         try:
             self._sync = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         except ValueError as exc:
-            raise ValueError(f"rate_limit_redis_url {redact_url(url)!r} is not a Redis URL: {exc}") from None
+            raise ValueError(
+                f"rate_limit_redis_url {redact_url(url)!r} is not a Redis URL: {scrub(str(exc), url_secrets(url))}"
+            ) from None
         try:
             self._peers = int(
                 self._sync.eval(_REGISTER, 1, self._clients_key, self._client_id, int(PEER_HORIZON_S * 1e6))
             )
         except (redis.exceptions.RedisError, OSError) as exc:
             self._sync.close()
+            detail = scrub(str(exc), url_secrets(url))
             raise RateLimitBackendUnavailable(
                 f"rate_limit_backend 'redis': cannot reach Redis at {redact_url(url)} "
-                f"({type(exc).__name__}: {exc}). Start Redis or fix the connection's rate_limit_redis_url; "
+                f"({type(exc).__name__}: {detail}). Start Redis or fix the connection's rate_limit_redis_url; "
                 "to sync without a shared budget set rate_limit_backend to 'local'."
             ) from None
 

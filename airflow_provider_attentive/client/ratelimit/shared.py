@@ -24,7 +24,6 @@ after a wait and feeds both back here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import itertools
 import logging
@@ -32,13 +31,13 @@ import math
 import os
 import threading
 import time
-import urllib.parse
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from airflow_provider_attentive.client.ratelimit.base import MAX_MARGIN_S, Permit, window_shape
 from airflow_provider_attentive.client.ratelimit.local import SlidingWindowLimiter
+from airflow_provider_attentive.client.scrub import redact_url
 
 __all__ = [
     "PEER_HORIZON_S",
@@ -66,24 +65,6 @@ class RateLimitBackendUnavailable(ConnectionError):
 def budget_fingerprint(base_url: str, api_key: str) -> str:
     """A one-way identifier for one budget (base URL and API key): what the shared stores are keyed by."""
     return hashlib.sha256(f"{base_url}\0{api_key}".encode()).hexdigest()[:16]
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for error messages and logs)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{parts.username or ''}:***@{host}"
-    with contextlib.suppress(ValueError):
-        if parts.port is not None:
-            netloc += f":{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 class EndpointShape:
