@@ -35,7 +35,8 @@ __all__ = ["SQL_DEFAULT_MARGIN_S", "SqlRateLimiter"]
 # The SQL backend cannot re-check starts, so it gets a wider default margin.
 SQL_DEFAULT_MARGIN_S = 0.05
 _SQL_MAX_LATE_REBOOKS = 5
-_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+# Matched with fullmatch: "$" also matches before a final newline, which would let "name\n" into the SQL.
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
 
 
 class _SqlPermit:
@@ -87,7 +88,7 @@ class SqlRateLimiter(SharedRateLimiter):
         super().__init__(
             base_url=base_url, api_key=api_key, rates=rates, share=share, margin_s=margin_s, smoothing=smoothing
         )
-        if not _TABLE_NAME.match(table):
+        if not _TABLE_NAME.fullmatch(table):
             raise ValueError(f"invalid rate-limit table name {table!r}")
         self._connect = connect
         self._p = placeholder
