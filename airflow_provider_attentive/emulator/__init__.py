@@ -1,4 +1,4 @@
-"""Local emulator of the Attentive v1 REST API for tests, demos and benchmarks.
+"""Local emulator of the Attentive REST API (v1, and v2 bulk jobs and segments) for tests, demos and benchmarks.
 
 Stands apart from the rest of the provider on purpose: it imports nothing from
 ``airflow_provider_attentive`` or Airflow, only the stdlib, ``jsonschema`` and (for
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .endpoints import ENDPOINT_NAMES
 from .faults import FaultConfig
+from .jobs import JobSettings
 from .keys import ALL_SCOPES, KeySpec
 from .limits import max_window
 from .runner import Emulator, EmulatorProcess
@@ -33,6 +34,7 @@ __all__ = [
     "EmulatorProcess",
     "EmulatorServer",
     "FaultConfig",
+    "JobSettings",
     "KeySpec",
     "max_window",
 ]

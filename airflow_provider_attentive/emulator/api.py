@@ -1,4 +1,4 @@
-"""The request pipeline of the emulated API: fault, key, scope, rate limit, body, handler, request log.
+"""The request pipeline of the emulated API: fault, key, beta access, scopes, rate limit, body, handler, log.
 
 Routes come from :data:`~.endpoints.API_ROUTES`; this module applies to every one of them what
 Attentive applies to every call, in Attentive's order, and records each call for inspection.
@@ -15,7 +15,7 @@ from typing import Any
 
 from .endpoints import API_ROUTES
 from .errors import ApiError
-from .faults import FaultDecision, FaultInjector
+from .faults import AFTER_APPLY_KINDS, APPLY_THEN_5XX_STATUS, FaultDecision, FaultInjector
 from .framing import ABORT, Reply, Request
 from .keys import mask_api_key
 from .limits import DEFAULT_LIMIT
@@ -35,7 +35,7 @@ _HTML_502 = (
 
 
 class ApiRoutes:
-    """Answers requests under the API prefixes (``/v1``) from a route table and the emulated state."""
+    """Answers requests under the API prefixes (``/v1``, ``/v2``) from a route table and the emulated state."""
 
     def __init__(
         self,
@@ -61,7 +61,7 @@ class ApiRoutes:
         state = self.state
         now = time.monotonic()
         received_at = time.time()
-        methods = self.routes.methods(req.path)
+        methods, path_params = self.routes.match(req.path)
         route = methods.get(req.method)
         if route is None:
             # Not an endpoint: no key bucket to charge, so report the default limit untouched.
@@ -91,7 +91,7 @@ class ApiRoutes:
         }
         state.request_log.append(entry)
 
-        if decision.kind is not None and decision.kind != "drop_after_apply":
+        if decision.kind is not None and decision.kind not in AFTER_APPLY_KINDS:
             # The request never reaches "Attentive": nothing is applied or counted in the limiter.
             return await self._fault(decision, endpoint, key, now, entry)
 
@@ -104,11 +104,17 @@ class ApiRoutes:
             rl = _rl_headers(limit, limit)
             msg = "missing bearer token in Authorization header" if not key else "invalid or revoked API key"
             reply = self.errors(401, msg, rl)
-        elif route.scope is not None and route.scope not in spec.scopes:
+        elif route.beta and not spec.v2_access:
+            # Attentive's beta endpoints do not exist for a key that was not let in.
             assert key is not None
             rl = _rl_headers(limit, limiter.remaining(key, endpoint, now))
-            message = f"API key lacks the {route.scope!r} scope required by {req.method} {req.path}"
-            reply = self.errors(403, message, rl)
+            reply = self.errors(404, f"{req.method} {req.path}: not found (this API key has no v2 access)", rl)
+        elif missing := [scope for scope in route.scopes if scope not in spec.scopes]:
+            assert key is not None
+            rl = _rl_headers(limit, limiter.remaining(key, endpoint, now))
+            names = " and ".join(repr(scope) for scope in missing)
+            noun = "scope" if len(missing) == 1 else "scopes"
+            reply = self.errors(403, f"API key lacks the {names} {noun} required by {req.method} {req.path}", rl)
         else:
             assert key is not None
             accepted, remaining = limiter.acquire(key, endpoint, now)
@@ -122,10 +128,11 @@ class ApiRoutes:
         if decision.delay_s:
             await asyncio.sleep(decision.delay_s)
         if reply is None:
-            assert spec is not None
+            assert spec is not None and key is not None
             try:
                 body = self._json_body(route, req.body)
-                status, payload = route.handler(state, ApiCall(spec, req.query, body, received_at))
+                call = ApiCall(spec, req.query, body, received_at, path_params, key, req.headers.get("host", ""))
+                status, payload = route.handler(state, call)
             except ApiError as exc:
                 reply = self.errors(exc.status, exc.message, rl)
             else:
@@ -140,6 +147,14 @@ class ApiRoutes:
             entry["fault"] = "drop_after_apply"
             self._log(entry)
             return ABORT
+        if decision.kind == "apply_then_5xx":
+            # The log keeps what was applied (``status``); the caller sees only the gateway's answer.
+            stats.faults["apply_then_5xx"] += 1
+            stats.status[APPLY_THEN_5XX_STATUS] += 1
+            entry["fault"] = "apply_then_5xx"
+            entry["answered"] = APPLY_THEN_5XX_STATUS
+            self._log(entry)
+            return self.errors(APPLY_THEN_5XX_STATUS, "injected fault: gateway timeout", rl)
         stats.status[reply.status] += 1
         self._log(entry)
         return reply

@@ -12,8 +12,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .endpoints import ENDPOINT_NAMES
+from .control import CONTROL_PREFIX, CONTROL_ROUTES
+from .endpoints import API_ROUTES, ENDPOINT_NAMES
 from .faults import FaultConfig
+from .jobs import JobSettings
 from .keys import ALL_SCOPES, KeySpec, mask_api_key
 from .limits import DEFAULT_LIMITS, validate_limits
 from .server import EmulatorServer
@@ -39,10 +41,19 @@ def _parse_pair(value: str, what: str) -> tuple[str, str]:
     return name, rest
 
 
+def _epilog() -> str:
+    api = [f"  {r.method:<6} {r.path:<44} {r.name}" for r in API_ROUTES.by_name.values()]
+    control = [f"  {r.method:<6} {CONTROL_PREFIX + r.path:<44} {r.description}" for r in CONTROL_ROUTES]
+    return "\n".join(["API endpoints (method, path, name):", *api, "", "control and inspection routes:", *control])
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="attentive-emulator",
-        description="Local emulator of the Attentive v1 REST API (attributes, events, subscriptions).",
+        description="Local emulator of the Attentive REST API: v1 (attributes, events, subscriptions) and "
+        "v2 (bulk attribute jobs, segments).",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765, help="0 picks a free port (printed on start)")
@@ -52,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY[:SCOPE,SCOPE]",
         help="API key to accept (repeatable). Without ':' the key gets all scopes. "
-        f"Keys can also come from ${KEYS_ENV} as JSON {{key: {{scopes, company_name}}}}. "
+        f"Keys can also come from ${KEYS_ENV} as JSON {{key: {{scopes, company_name, v2_access}}}}. "
         "Default: test-key with all scopes.",
     )
     p.add_argument("--company-name", default="Emulated Co", help="companyName returned by /v1/me")
@@ -70,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ID=TYPE",
         help="map a signUpSourceId to MARKETING/TRANSACTIONAL/CHECKOUT_ABANDONED (default: MARKETING)",
     )
-    faults = p.add_argument_group("fault injection (applies to /v1 calls only)")
+    faults = p.add_argument_group("fault injection (applies to API calls, never to control routes)")
     faults.add_argument("--latency-ms", type=float, default=0.0)
     faults.add_argument("--jitter-ms", type=float, default=0.0)
     faults.add_argument("--error-rate", type=float, default=0.0)
@@ -79,8 +90,20 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--hang-rate", type=float, default=0.0)
     faults.add_argument("--hang-s", type=float, default=30.0)
     faults.add_argument("--non-json-rate", type=float, default=0.0)
+    faults.add_argument(
+        "--apply-then-5xx-rate", type=float, default=0.0, help="share of requests applied, then answered 504"
+    )
     faults.add_argument("--fault-endpoints", default=None, help="comma-separated endpoint names")
     faults.add_argument("--seed", type=int, default=None)
+    jobs = p.add_argument_group("v2 bulk jobs")
+    jobs.add_argument("--job-delay-s", type=float, default=JobSettings.delay_s, help="seconds until a job completes")
+    jobs.add_argument("--job-pending-s", type=float, default=JobSettings.pending_s, help="seconds a job is PENDING")
+    jobs.add_argument(
+        "--hold-jobs", action="store_true", help="keep jobs IN_PROGRESS until POST /_emulator/jobs/release"
+    )
+    jobs.add_argument("--job-fail-rate", type=float, default=0.0, help="share of jobs that end FAILED")
+    jobs.add_argument("--results-drop-rate", type=float, default=0.0, help="share of results lines left out")
+    jobs.add_argument("--results-garble-rate", type=float, default=0.0, help="share of results lines cut (not JSON)")
     p.add_argument("--log-requests", action="store_true", help="log every API request to stderr")
     return p
 
@@ -101,6 +124,7 @@ def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[s
                     scopes=spec.get("scopes", ALL_SCOPES),
                     company_name=spec.get("company_name", args.company_name),
                     application_name=spec.get("application_name", "Attentive Emulator"),
+                    v2_access=bool(spec.get("v2_access", True)),
                 )
         except (ValueError, AttributeError, TypeError) as exc:
             parser.error(f"${KEYS_ENV} must be JSON {{key: {{scopes, company_name}}}}: {exc}")
@@ -123,13 +147,24 @@ def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[s
                 "hang_rate": args.hang_rate,
                 "hang_s": args.hang_s,
                 "non_json_rate": args.non_json_rate,
+                "apply_then_5xx_rate": args.apply_then_5xx_rate,
                 "endpoints": args.fault_endpoints.split(",") if args.fault_endpoints else None,
                 "seed": args.seed,
             }
         )
+        jobs = JobSettings.from_mapping(
+            {
+                "delay_s": args.job_delay_s,
+                "pending_s": args.job_pending_s,
+                "hold": args.hold_jobs,
+                "fail_rate": args.job_fail_rate,
+                "drop_line_rate": args.results_drop_rate,
+                "garble_line_rate": args.results_garble_rate,
+            }
+        )
     except (ValueError, argparse.ArgumentTypeError) as exc:
         parser.error(str(exc))
-    return {"keys": keys, "limits": limits, "sign_up_sources": sources, "faults": faults}
+    return {"keys": keys, "limits": limits, "sign_up_sources": sources, "faults": faults, "jobs": jobs}
 
 
 async def _serve(args: argparse.Namespace, config: dict[str, Any]) -> int:

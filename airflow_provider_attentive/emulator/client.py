@@ -8,7 +8,9 @@ from typing import Any
 
 import httpx
 
+from .jobs import JobInfo, ResultsHit
 from .keys import ALL_SCOPES
+from .segments import SegmentInfo
 
 __all__ = ["EmulatorClient", "EmulatorError"]
 
@@ -61,10 +63,20 @@ class EmulatorClient:
         """Clear data, stats, messages, faults and rate-limit windows; restore limits; keep keys."""
         self._call("POST", "/reset")
 
+    def index(self) -> dict[str, Any]:
+        """Every control and inspection route (method, path, description) and every API endpoint."""
+        return self._call("GET", "/")
+
     def add_key(
-        self, key: str, scopes: Iterable[str] = ALL_SCOPES, company_name: str = "Emulated Co"
+        self,
+        key: str,
+        scopes: Iterable[str] = ALL_SCOPES,
+        company_name: str = "Emulated Co",
+        v2_access: bool = True,
     ) -> dict[str, Any]:
-        return self._call("POST", "/keys", {"key": key, "scopes": list(scopes), "company_name": company_name})
+        """Accept ``key``; ``v2_access=False`` makes every /v2 path answer it 404 (Attentive's beta gate)."""
+        body = {"key": key, "scopes": list(scopes), "company_name": company_name, "v2_access": v2_access}
+        return self._call("POST", "/keys", body)
 
     def remove_key(self, key: str) -> bool:
         """Revoke a key (later calls with it get 401)."""
@@ -82,8 +94,12 @@ class EmulatorClient:
         non_json_rate: float = 0.0,
         endpoints: Iterable[str] | None = None,
         seed: int | None = None,
+        apply_then_5xx_rate: float = 0.0,
     ) -> dict[str, Any]:
-        """Replace the fault configuration (unspecified settings go back to "no fault")."""
+        """Replace the fault configuration (unspecified settings go back to "no fault").
+
+        ``apply_then_5xx_rate``: share of requests applied and then answered 504.
+        """
         return self._call(
             "POST",
             "/faults",
@@ -96,6 +112,7 @@ class EmulatorClient:
                 "hang_rate": hang_rate,
                 "hang_s": hang_s,
                 "non_json_rate": non_json_rate,
+                "apply_then_5xx_rate": apply_then_5xx_rate,
                 "endpoints": list(endpoints) if endpoints is not None else None,
                 "seed": seed,
             },
@@ -132,6 +149,47 @@ class EmulatorClient:
             body["units"] = [dict(u) for u in units]
         return self._call("POST", "/sign_up", body)
 
+    def set_job_settings(
+        self,
+        *,
+        delay_s: float | None = None,
+        pending_s: float | None = None,
+        hold: bool | None = None,
+        fail_rate: float | None = None,
+        drop_line_rate: float | None = None,
+        garble_line_rate: float | None = None,
+        results_ttl_s: float | None = None,
+        results_host: str | None = None,
+        seed: int | None = None,
+    ) -> dict[str, Any]:
+        """Replace the v2 bulk job settings; the ones left out take their defaults (:class:`~.jobs.JobSettings`).
+
+        ``delay_s`` until a job completes (``PENDING`` for ``pending_s``, then ``IN_PROGRESS``);
+        ``hold`` keeps jobs ``IN_PROGRESS`` until :meth:`release_jobs`; ``fail_rate`` is the share
+        of jobs that end ``FAILED`` with nothing applied; ``drop_line_rate`` / ``garble_line_rate``
+        the share of results lines left out / cut in half (not JSON).
+        """
+        given = {
+            "delay_s": delay_s,
+            "pending_s": pending_s,
+            "hold": hold,
+            "fail_rate": fail_rate,
+            "drop_line_rate": drop_line_rate,
+            "garble_line_rate": garble_line_rate,
+            "results_ttl_s": results_ttl_s,
+            "results_host": results_host,
+            "seed": seed,
+        }
+        return self._call("POST", "/jobs/settings", {k: v for k, v in given.items() if v is not None})
+
+    def job_settings(self) -> dict[str, Any]:
+        return self._call("GET", "/jobs/settings")
+
+    def release_jobs(self, ids: Iterable[str] | None = None) -> list[str]:
+        """Let held jobs complete (every unfinished one without ``ids``); returns the ids released."""
+        body = {} if ids is None else {"ids": list(ids)}
+        return list(self._call("POST", "/jobs/release", body)["released"])
+
     # -- inspection -----------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
@@ -151,6 +209,18 @@ class EmulatorClient:
 
     def identities(self) -> list[dict[str, Any]]:
         return self._call("GET", "/identities")
+
+    def jobs(self) -> list[JobInfo]:
+        """Every v2 bulk job in submission order: id, kind (its route name), status, records, masked key."""
+        return self._call("GET", "/jobs")
+
+    def segments(self) -> dict[str, SegmentInfo]:
+        """Every v2 segment by externalId, archived ones too, with its members' keys."""
+        return self._call("GET", "/segments")
+
+    def results_downloads(self) -> list[ResultsHit]:
+        """Every request for a results file, with its status and whether an Authorization header came."""
+        return self._call("GET", "/results")
 
     def requests(self, endpoint: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         params: dict[str, Any] = {}

@@ -1,8 +1,8 @@
-"""Fault injection for /v1 calls: what to inject (:class:`FaultConfig`) and, per request, whether to.
+"""Fault injection for API calls: what to inject (:class:`FaultConfig`) and, per request, whether to.
 
 Faults stand for what a real network and a real Attentive do now and then: latency, 5xx answers,
-HTML error pages from a proxy, connections reset before or after the request was applied, and
-requests that hang. Decisions come from a seeded RNG so a failing run can be replayed exactly.
+HTML error pages from a proxy, connections reset before or after the request was applied, a
+gateway timeout answered after the request was applied, and requests that hang. Decisions come from a seeded RNG so a failing run can be replayed exactly.
 """
 
 from __future__ import annotations
@@ -13,15 +13,33 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .endpoints import ENDPOINT_NAMES
+from .validation import check_known_settings, check_non_negative, check_shares
 
-__all__ = ["FAULT_KINDS", "NO_FAULT", "FaultConfig", "FaultDecision", "FaultInjector"]
+__all__ = [
+    "AFTER_APPLY_KINDS",
+    "APPLY_THEN_5XX_STATUS",
+    "FAULT_KINDS",
+    "NO_FAULT",
+    "FaultConfig",
+    "FaultDecision",
+    "FaultInjector",
+]
 
-FAULT_KINDS: tuple[str, ...] = ("drop", "drop_after_apply", "hang", "error", "non_json")
+FAULT_KINDS: tuple[str, ...] = ("drop", "drop_after_apply", "hang", "error", "non_json", "apply_then_5xx")
+#: Kinds that let the request through to be applied and only then spoil the answer.
+AFTER_APPLY_KINDS = frozenset({"drop_after_apply", "apply_then_5xx"})
+#: The answer of ``apply_then_5xx``: a gateway that timed out after the upstream write.
+APPLY_THEN_5XX_STATUS = 504
+_RATES = ("error_rate", "drop_rate", "drop_after_apply_rate", "hang_rate", "non_json_rate", "apply_then_5xx_rate")
 
 
 @dataclass
 class FaultConfig:
-    """Faults injected into /v1 API calls. Rates are probabilities per request and must sum to <= 1."""
+    """Faults injected into API calls (/v1 and /v2). Rates are probabilities per request and must sum to <= 1.
+
+    ``apply_then_5xx_rate``: the request is applied (a subscription recorded), then answered 504, as a
+    gateway that timed out after the write would answer; a client must treat it as in doubt.
+    """
 
     latency_ms: float = 0.0
     jitter_ms: float = 0.0
@@ -31,29 +49,17 @@ class FaultConfig:
     hang_rate: float = 0.0
     hang_s: float = 30.0
     non_json_rate: float = 0.0
+    apply_then_5xx_rate: float = 0.0
     endpoints: list[str] | None = None
     seed: int | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> FaultConfig:
         """Build and validate a config; raises ``ValueError`` with a readable reason."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown fault setting(s): {', '.join(unknown)}")
+        check_known_settings(data, (f.name for f in fields(cls)), "fault")
         cfg = cls(**{k: v for k, v in data.items() if v is not None or k in ("endpoints", "seed")})
-        for name in ("latency_ms", "jitter_ms", "hang_s"):
-            value = getattr(cfg, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{name} must be a non-negative number")
-        total = 0.0
-        for name in ("error_rate", "drop_rate", "drop_after_apply_rate", "hang_rate", "non_json_rate"):
-            value = getattr(cfg, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                raise ValueError(f"{name} must be a number between 0 and 1")
-            total += value
-        if total > 1 + 1e-9:
-            raise ValueError(f"fault rates sum to {total:.3f}; they must sum to at most 1")
+        check_non_negative(cfg, ("latency_ms", "jitter_ms", "hang_s"))
+        check_shares(cfg, _RATES, "fault rates")
         if cfg.endpoints is not None:
             if isinstance(cfg.endpoints, str) or not all(isinstance(e, str) for e in cfg.endpoints):
                 raise ValueError("endpoints must be a list of endpoint names")
@@ -70,15 +76,7 @@ class FaultConfig:
 
     @property
     def active(self) -> bool:
-        return bool(
-            self.latency_ms
-            or self.jitter_ms
-            or self.error_rate
-            or self.drop_rate
-            or self.drop_after_apply_rate
-            or self.hang_rate
-            or self.non_json_rate
-        )
+        return bool(self.latency_ms or self.jitter_ms or any(getattr(self, name) for name in _RATES))
 
 
 @dataclass(frozen=True)
@@ -113,6 +111,8 @@ class FaultInjector:
             (c.hang_rate, "hang"),
             (c.error_rate, "error"),
             (c.non_json_rate, "non_json"),
+            # Last, so seeded runs of configurations without it replay as before.
+            (c.apply_then_5xx_rate, "apply_then_5xx"),
         ):
             if rate:
                 acc += rate

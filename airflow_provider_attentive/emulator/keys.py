@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import zlib
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ALL_SCOPES", "KeySpec", "mask_api_key"]
+__all__ = ["ALL_SCOPES", "KeySpec", "key_fingerprint", "mask_api_key"]
 
 ALL_SCOPES: tuple[str, ...] = (
     "attributes:write",
@@ -17,6 +18,8 @@ ALL_SCOPES: tuple[str, ...] = (
     "subscriptions:write",
     "subscriptions:read",
     "identity:write",
+    "segments:read",
+    "segments:write",
 )
 
 
@@ -28,16 +31,24 @@ def mask_api_key(key: str) -> str:
     return "*" * min(len(key) - 4, 12) + key[-4:]
 
 
+def key_fingerprint(key: str) -> str:
+    """A stable digest that tells keys apart (who owns a bulk job) without keeping the key itself."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
 @dataclass(frozen=True)
 class KeySpec:
     """What an emulated API key may do and which company it belongs to.
 
-    ``scopes`` accepts any collection of scope strings and is stored as a frozenset.
+    ``scopes`` accepts any collection of scope strings and is stored as a frozenset. ``v2_access``
+    False stands for a key that Attentive has not let into its v2 beta endpoints: every /v2 path
+    answers it 404.
     """
 
     scopes: Collection[str] = ALL_SCOPES
     company_name: str = "Emulated Co"
     application_name: str = "Attentive Emulator"
+    v2_access: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.scopes, str):
@@ -50,6 +61,7 @@ class KeySpec:
             "scopes": sorted(self.scopes),
             "company_name": self.company_name,
             "application_name": self.application_name,
+            "v2_access": self.v2_access,
         }
 
     def me(self) -> dict[str, str]:

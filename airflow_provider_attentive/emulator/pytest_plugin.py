@@ -3,7 +3,7 @@
 Load with ``pytest_plugins = ["airflow_provider_attentive.emulator.pytest_plugin"]``.
 
 * ``attentive_emulator_server`` (session): one in-process emulator with keys ``test-key``
-  (all scopes) and ``readonly-key`` (no scopes; only ``/v1/me`` works).
+  (all scopes) and ``readonly-key`` (no scopes; only ``/v1/me`` and the bulk job status route work).
 * ``attentive_emulator`` (function): the same emulator, reset before the test.
 * ``attentive_emulator_process`` (session): the emulator in a separate process (same keys),
   for tests that kill or signal processes; reset it yourself via ``.client.reset()``.

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .faults import FaultConfig
+from .jobs import JobSettings
 from .keys import KeySpec
 from .server import EmulatorServer
 
@@ -61,8 +62,9 @@ class _ClientHandle:
 class Emulator(_ClientHandle):
     """A local Attentive API served from a background thread with its own event loop.
 
-    ``keys`` defaults to ``{"test-key": KeySpec()}`` (all scopes). Use as a context manager
-    or call :meth:`start` / :meth:`stop`. ``url`` is the base URL without ``/v1``.
+    ``keys`` defaults to ``{"test-key": KeySpec()}`` (all scopes); ``jobs`` sets how v2 bulk jobs
+    behave (:class:`~.jobs.JobSettings`, restored by every reset). Use as a context manager or call
+    :meth:`start` / :meth:`stop`. ``url`` is the base URL without ``/v1``.
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class Emulator(_ClientHandle):
         sign_up_sources: Mapping[str, str] | None = None,
         sign_up_units: Iterable[Mapping[str, str]] | None = None,
         log_requests: bool = False,
+        jobs: JobSettings | Mapping[str, Any] | None = None,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -85,6 +88,7 @@ class Emulator(_ClientHandle):
             sign_up_sources=sign_up_sources,
             sign_up_units=sign_up_units,
             log_requests=log_requests,
+            jobs=jobs,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

@@ -1,4 +1,4 @@
-"""Request-body validation against Attentive's own v1 OpenAPI document.
+"""Request-body validation against Attentive's own OpenAPI documents (v1, and v2 for bulk jobs and segments).
 
 The OpenAPI 3.0 dialect is close to JSON Schema draft 4 (boolean ``exclusiveMinimum`` and
 friends) except for ``nullable``, which is translated here into a ``"null"`` type. ``$ref``s
@@ -11,7 +11,8 @@ from __future__ import annotations
 import copy
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +22,54 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT4
 
 from .api_v1 import V1_ROUTES
+from .api_v2 import V2_ROUTES
+from .routing import Route
 
-__all__ = ["OPENAPI_PATH", "REQUEST_OPERATIONS", "RequestValidator", "get_request_validator", "translate_nullable"]
+__all__ = [
+    "DOCUMENTS",
+    "OPENAPI_PATH",
+    "REQUEST_OPERATIONS",
+    "V2_OPENAPI_PATH",
+    "ApiDocument",
+    "RequestValidator",
+    "get_request_validator",
+    "translate_nullable",
+]
 
 OPENAPI_PATH = Path(__file__).parent / "openapi" / "attentive-v1-openapi.json"
-_SPEC_URI = "urn:attentive:v1-openapi"
+V2_OPENAPI_PATH = Path(__file__).parent / "openapi" / "attentive-v2-openapi.json"
 
-#: Emulator endpoint name -> (OpenAPI path relative to /v1, method) for operations with a JSON body.
+
+@dataclass(frozen=True)
+class ApiDocument:
+    """One published OpenAPI document and the emulated routes it describes.
+
+    ``base_path`` is what the document's server URL adds to its paths (``/v1``: its paths read
+    ``/me``; the v2 document spells out ``/v2/...`` itself).
+    """
+
+    path: Path
+    uri: str
+    base_path: str
+    routes: tuple[Route, ...]
+
+    def operations(self) -> dict[str, tuple[str, str]]:
+        """Endpoint name -> (OpenAPI path, method) of the routes that read a JSON body."""
+        return {
+            route.name: (route.path.removeprefix(self.base_path), route.method.lower())
+            for route in self.routes
+            if route.body != "none"
+        }
+
+
+DOCUMENTS: tuple[ApiDocument, ...] = (
+    ApiDocument(OPENAPI_PATH, "urn:attentive:v1-openapi", "/v1", V1_ROUTES),
+    ApiDocument(V2_OPENAPI_PATH, "urn:attentive:v2-openapi", "", V2_ROUTES),
+)
+
+#: Emulator endpoint name -> (path in its OpenAPI document, method) for operations with a JSON body.
 REQUEST_OPERATIONS: dict[str, tuple[str, str]] = {
-    route.name: (route.path.removeprefix("/v1"), route.method.lower()) for route in V1_ROUTES if route.body != "none"
+    name: operation for document in DOCUMENTS for name, operation in document.operations().items()
 }
 
 # Keywords whose value is a single subschema / list of subschemas / name->subschema map.
@@ -68,10 +108,10 @@ def translate_nullable(schema: Any) -> Any:
     return out
 
 
-def _inline_refs(node: Any, components: Mapping[str, Any], stack: tuple[str, ...] = ()) -> Any:
+def _inline_refs(node: Any, components: Mapping[str, Any], uri: str, stack: tuple[str, ...] = ()) -> Any:
     """Replace ``#/components/schemas/X`` refs by their (translated) target, except on cycles."""
     if isinstance(node, list):
-        return [_inline_refs(v, components, stack) for v in node]
+        return [_inline_refs(v, components, uri, stack) for v in node]
     if not isinstance(node, dict):
         return node
     ref = node.get("$ref")
@@ -79,9 +119,9 @@ def _inline_refs(node: Any, components: Mapping[str, Any], stack: tuple[str, ...
         name = ref.rsplit("/", 1)[1]
         if name in stack:
             # Recursive schema: keep the ref and let the registry resolve it lazily.
-            return {"$ref": f"{_SPEC_URI}{ref}"}
-        return _inline_refs(components[name], components, (*stack, name))
-    return {k: _inline_refs(v, components, stack) for k, v in node.items()}
+            return {"$ref": f"{uri}{ref}"}
+        return _inline_refs(components[name], components, uri, (*stack, name))
+    return {k: _inline_refs(v, components, uri, stack) for k, v in node.items()}
 
 
 def _format_path(path: Any) -> str:
@@ -92,23 +132,27 @@ def _format_path(path: Any) -> str:
 
 
 class RequestValidator:
-    """Validates request bodies of the emulated operations against the v1 OpenAPI schemas."""
+    """Validates request bodies of the emulated operations against their OpenAPI documents' schemas."""
 
-    def __init__(self, spec_path: Path = OPENAPI_PATH) -> None:
-        with spec_path.open(encoding="utf-8") as fh:
+    def __init__(self, documents: Iterable[ApiDocument] = DOCUMENTS) -> None:
+        self.schema_names: dict[str, str] = {}
+        self._validators: dict[str, Draft4Validator] = {}
+        for document in documents:
+            self._load(document)
+
+    def _load(self, document: ApiDocument) -> None:
+        with document.path.open(encoding="utf-8") as fh:
             spec = json.load(fh)
         raw_components = spec.get("components", {}).get("schemas", {})
         components = {name: translate_nullable(s) for name, s in raw_components.items()}
         translated_spec = copy.copy(spec)
         translated_spec["components"] = {**spec.get("components", {}), "schemas": components}
-        registry: Registry = Registry().with_resource(_SPEC_URI, DRAFT4.create_resource(translated_spec))
-        self.schema_names: dict[str, str] = {}
-        self._validators: dict[str, Draft4Validator] = {}
-        for endpoint, (path, method) in REQUEST_OPERATIONS.items():
+        registry: Registry = Registry().with_resource(document.uri, DRAFT4.create_resource(translated_spec))
+        for endpoint, (path, method) in document.operations().items():
             body_schema = spec["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]
             ref = body_schema.get("$ref", "")
             self.schema_names[endpoint] = ref.rsplit("/", 1)[-1] if ref else f"{method.upper()} {path}"
-            schema = _inline_refs(translate_nullable(body_schema), components)
+            schema = _inline_refs(translate_nullable(body_schema), components, document.uri)
             Draft4Validator.check_schema(schema)
             self._validators[endpoint] = Draft4Validator(schema, registry=registry)
 

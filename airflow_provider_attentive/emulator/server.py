@@ -1,6 +1,6 @@
 """The asyncio server of the emulator: owns the state, binds the socket and sends each request to its routes.
 
-Requests under an API prefix (``/v1``) go to :class:`~.api.ApiRoutes`, ``/_emulator/...`` to
+Requests under an API prefix (``/v1``, ``/v2``) go to :class:`~.api.ApiRoutes`, ``/_emulator/...`` to
 :class:`~.control.ControlRoutes`; the wire format is :mod:`.framing`'s.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -16,6 +17,7 @@ from .control import ControlRoutes
 from .endpoints import API_ROUTES
 from .faults import FaultConfig, FaultInjector
 from .framing import READ_LIMIT, Reply, Request, serve_connection
+from .jobs import JobSettings
 from .keys import KeySpec
 from .replies import ErrorReplies
 from .schemas import RequestValidator, get_request_validator
@@ -40,9 +42,16 @@ class EmulatorServer:
         sign_up_sources: Mapping[str, str] | None = None,
         sign_up_units: Iterable[Mapping[str, str]] | None = None,
         log_requests: bool = False,
+        jobs: JobSettings | Mapping[str, Any] | None = None,
     ) -> None:
+        if jobs is not None and not isinstance(jobs, JobSettings):
+            jobs = JobSettings.from_mapping(jobs)
         self.state = EmulatorState(
-            keys=keys, limits=limits, sign_up_sources=sign_up_sources, sign_up_units=sign_up_units
+            keys=keys,
+            limits=limits,
+            sign_up_sources=sign_up_sources,
+            sign_up_units=sign_up_units,
+            job_settings=jobs,
         )
         if faults is not None and not isinstance(faults, FaultConfig):
             faults = FaultConfig.from_mapping(faults)
@@ -74,6 +83,7 @@ class EmulatorServer:
         )
         self.host = host
         self.port = self._server.sockets[0].getsockname()[1]
+        self.state.jobs.api_host = self.url.removeprefix("http://")
         return self.port
 
     @property
@@ -116,6 +126,8 @@ class EmulatorServer:
             return self._errors(500, f"emulator internal error: {type(exc).__name__}: {exc}")
 
     async def _dispatch(self, req: Request) -> Reply:
+        # Bulk jobs complete on time whichever request comes next, an inspection included.
+        self.state.jobs.advance(time.monotonic())
         if self.control.serves(req.path):
             return self.control.handle(req)
         if self.api.serves(req.path):

@@ -17,8 +17,10 @@ from typing import Any
 from .endpoints import ENDPOINT_NAMES
 from .errors import ApiError
 from .faults import FAULT_KINDS
+from .jobs import JobSettings, JobStore
 from .keys import KeySpec
 from .limits import DEFAULT_LIMITS, EndpointRateLimit, WindowTracker, validate_limits
+from .segments import SegmentStore
 from .validation import (
     check_attribute_properties,
     check_event,
@@ -127,8 +129,11 @@ class EmulatorState:
         limits: Mapping[str, int] | None = None,
         sign_up_sources: Mapping[str, str] | None = None,
         sign_up_units: Iterable[Mapping[str, str]] | None = None,
+        job_settings: JobSettings | None = None,
     ) -> None:
         self.keys: dict[str, KeySpec] = dict(keys or {})
+        # v2 bulk jobs and segments keep their own rules in their own modules.
+        self.jobs = JobStore(job_settings)
         self._initial_limits = dict(DEFAULT_LIMITS)
         if limits:
             self._initial_limits.update(validate_limits(limits, self._initial_limits))
@@ -142,7 +147,7 @@ class EmulatorState:
     # -- lifecycle --------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Clear data, stats and rate-limit windows; restore limits and sign-up config; keep keys."""
+        """Clear data, stats, jobs and rate-limit windows; restore limits, job settings and sign-up config; keep keys."""
         self.limiter.limits = dict(self._initial_limits)
         self.limiter.clear()
         self.sign_up_sources: dict[str, str] = dict(self._initial_sources)
@@ -162,6 +167,9 @@ class EmulatorState:
         self.repeat_subscribes = 0
         self.repeat_unsubscribes = 0
         self.duplicate_events = 0
+        self.jobs.reset()
+        self.segments = SegmentStore()
+        self.bulk_users_with_subscriptions = 0
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -200,6 +208,8 @@ class EmulatorState:
             "duplicate_events": self.duplicate_events,
             "events_stored": len(self.events),
             "messages_sent": len(self.messages),
+            "bulk_jobs": len(self.jobs.jobs),
+            "bulk_users_with_subscriptions": self.bulk_users_with_subscriptions,
         }
 
     def subscriptions_dict(self) -> dict[str, dict[str, dict[str, Any]]]:

@@ -20,15 +20,20 @@ __all__ = [
     "MAX_ATTRIBUTE_NAME",
     "MAX_IDENTIFIER_LEN",
     "SUBSCRIPTION_TYPES",
+    "bulk_user_key",
     "check_attribute_properties",
     "check_event",
     "check_event_user",
     "check_identity",
+    "check_known_settings",
+    "check_non_negative",
     "check_phone",
+    "check_shares",
     "check_subscription_user",
     "check_unsubscribe_items",
     "is_e164",
     "parse_rfc3339",
+    "segment_member_key",
     "single_query_identifier",
     "validate_sign_up_sources",
     "validate_sign_up_units",
@@ -37,6 +42,8 @@ __all__ = [
 SUBSCRIPTION_TYPES: tuple[str, ...] = ("MARKETING", "TRANSACTIONAL", "CHECKOUT_ABANDONED")
 
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+# The OpenAPI ``format: email`` is not checked by the schema validator; this is the strict-enough shape.
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _RFC3339 = re.compile(
     r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[Tt](?P<time>[0-9]{2}:[0-9]{2}:[0-9]{2})"
     r"(?:\.(?P<frac>[0-9]+))?(?P<offset>[Zz]|[+-][0-9]{2}:[0-9]{2})"
@@ -193,7 +200,91 @@ def check_identity(body: Mapping[str, Any]) -> None:
         raise ApiError(400, "a clientUserId or custom identifier must be accompanied by another identifier")
 
 
+# -- v2 identifiers: a bulk item's problems answer in its results line, not for the whole request ------
+
+
+def _check_present(where: str, value: object) -> None:
+    if isinstance(value, str) and not value.strip():
+        raise ApiError(400, f"{where} must not be empty; omit the field instead")
+
+
+def bulk_user_key(identifiers: Mapping[str, Any] | None) -> str:
+    """The record key of a v2 bulk user's ``identifiers``, keyed as v1 keys its users (phone first)."""
+    ids = identifiers or {}
+    for name in ("phone", "email", "clientUserId", "shopifyId", "klaviyoId"):
+        _check_present(f"identifiers.{name}", ids.get(name))
+    phone = ids.get("phone")
+    if phone is not None:
+        check_phone(phone, "identifiers.phone")
+    for name in ("email", "clientUserId", "shopifyId", "klaviyoId"):
+        value = ids.get(name)
+        if value is not None and len(value) > MAX_IDENTIFIER_LEN:
+            raise ApiError(400, f"identifiers.{name} exceeds the {MAX_IDENTIFIER_LEN} character limit")
+    customs = ids.get("customIdentifiers") or []
+    for i, item in enumerate(customs):
+        _check_present(f"identifiers.customIdentifiers[{i}].key", item["key"])
+        _check_present(f"identifiers.customIdentifiers[{i}].value", item["value"])
+    if phone:
+        return str(phone)
+    if ids.get("email"):
+        return str(ids["email"])
+    for name in ("clientUserId", "shopifyId", "klaviyoId"):
+        if ids.get(name):
+            return f"{name}:{ids[name]}"
+    if customs:
+        return f"{customs[0]['key']}:{customs[0]['value']}"
+    raise ApiError(
+        400, "user needs at least one identifier: phone, email, clientUserId, shopifyId, klaviyoId or customIdentifiers"
+    )
+
+
+def segment_member_key(member: Mapping[str, Any]) -> str:
+    """The key a segment knows a member by: phone, else email, else clientUserId."""
+    phone, email, client_user_id = member.get("phone"), member.get("email"), member.get("clientUserId")
+    for name, value in (("phone", phone), ("email", email), ("clientUserId", client_user_id)):
+        _check_present(name, value)
+    if phone is not None:
+        check_phone(phone, "phone")
+    if email is not None and not _EMAIL.fullmatch(email):
+        raise ApiError(400, f"email {email!r} is not an email address")
+    if phone:
+        return str(phone)
+    if email:
+        return str(email)
+    if client_user_id:
+        return f"clientUserId:{client_user_id}"
+    raise ApiError(400, "member needs at least one identifier: phone, email or clientUserId")
+
+
 # -- emulator configuration -----------------------------------------------------------------
+
+
+def check_known_settings(data: Mapping[str, Any], known: Iterable[str], what: str) -> None:
+    """Refuse setting names a configuration does not have, naming the ones it does."""
+    names = sorted(known)
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ValueError(f"unknown {what} setting(s): {', '.join(unknown)}; known: {names}")
+
+
+def check_non_negative(config: object, names: Iterable[str]) -> None:
+    """Each named attribute of ``config`` is a number >= 0 (booleans are not numbers here)."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"{name} must be a non-negative number")
+
+
+def check_shares(config: object, names: Iterable[str], what: str) -> None:
+    """Each named attribute of ``config`` is a share between 0 and 1, and together they are at most 1."""
+    total = 0.0
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ValueError(f"{name} must be a number between 0 and 1")
+        total += value
+    if total > 1 + 1e-9:
+        raise ValueError(f"{what} sum to {total:.3f}; they must sum to at most 1")
 
 
 def validate_sign_up_sources(sources: Mapping[str, Any]) -> dict[str, str]:

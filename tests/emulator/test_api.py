@@ -267,6 +267,8 @@ def test_public_api_exports() -> None:
         "subscriptions:write",
         "subscriptions:read",
         "identity:write",
+        "segments:read",
+        "segments:write",
     }
     assert KeySpec(scopes=ALL_SCOPES).scopes == frozenset(ALL_SCOPES)
     with pytest.raises(TypeError):

@@ -16,6 +16,11 @@ def test_request_schemas_come_from_the_openapi_operations() -> None:
         "subscribe": "AddSubscriptionsRequestDto",
         "unsubscribe": "UnsubscribeSubscriptionsRequestDto",
         "identity": "IdentifyRequestDto",
+        "bulk": "UserAttributes",
+        "segment_members_add": "SegmentMembers",
+        "segment_members_remove": "SegmentMembers",
+        "segment_create": "CreateSegmentRequest",
+        "segment_update": "PatchSegmentRequest",
     }
 
 
