@@ -42,7 +42,7 @@ from airflow_provider_attentive.sync.errors import (
 )
 from airflow_provider_attentive.sync.object_type import Batch, Invalid, ObjectType, Planned, Prepared
 from airflow_provider_attentive.sync.options import SyncOptions
-from airflow_provider_attentive.sync.source import SqlSource
+from airflow_provider_attentive.sync.source import SqlSource, database_error, is_database_error
 from airflow_provider_attentive.sync.state import KNOWN_STATUSES, Intent, RowOutcome, StateRow, StateStore
 from airflow_provider_attentive.sync.summary import Summary, render_table
 from airflow_provider_attentive.sync.values import mask_key, printable
@@ -152,10 +152,16 @@ class SyncEngine:
                 self.state.prune_log(
                     opt.sync_id, dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=opt.log_retention_days)
                 )
-        except BaseException:
+        except BaseException as exc:
             # A failed statement (e.g. the warehouse erroring mid-stream on a shared PostgreSQL connection)
             # aborts the transaction; roll back so the outcomes below are still recorded.
             self._rollback_state()
+            if is_database_error(exc):
+                # A driver's message can quote a row's value (a phone in a failed cast), whichever statement
+                # surfaced it: told by position instead, and the original kept out of the traceback.
+                chunk = self.source.chunk_size
+                read = self.summary.rows_read
+                raise database_error(exc, f"rows {max(1, read - chunk + 1)}-{read + chunk} of the model") from None
             raise
         finally:
             try:

@@ -15,6 +15,14 @@ class SourceDataError(SyncError):
     """The source rows break a rule that must hold for the whole model (e.g. duplicate or NULL keys)."""
 
 
+class WarehouseReadError(SyncError):
+    """The warehouse failed while the model's rows were being read (a dropped connection, a timeout).
+
+    Not a problem of the rows: a later try may succeed. Its message never carries the driver's own text, which
+    can quote row values.
+    """
+
+
 class SyncAborted(SyncError):
     """A safety guard stopped the run before it sent anything dangerous (empty mirror, too many removals)."""
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from airflow_provider_attentive.sync.errors import SourceDataError, SyncConfigError
+from airflow_provider_attentive.sync.errors import SourceDataError, SyncConfigError, WarehouseReadError
 from airflow_provider_attentive.sync.sql_text import strip_sql
 from airflow_provider_attentive.sync.values import mask_key
 
-__all__ = ["RowConverter", "SqlSource", "quote_identifier"]
+__all__ = ["RowConverter", "SqlSource", "database_error", "is_database_error", "quote_identifier"]
 
 RowConverter = Callable[[Sequence[Any]], Sequence[Sequence[Any]]]
 _cursor_names = itertools.count(1)
@@ -85,14 +86,20 @@ class SqlSource:
         if column is not None:
             sql = f"SELECT {quote_identifier(column, self.conn)} FROM {self._subquery()}"
         cur = self._cursor()
+        read = 0
         try:
-            self._execute(cur, sql)
             first = True
             while True:
-                rows = cur.fetchmany(self.chunk_size)
-                if self.convert is not None and rows:
-                    rows = list(self.convert(rows))
+                try:
+                    if first:
+                        self._execute(cur, sql)
+                    rows = cur.fetchmany(self.chunk_size)
+                    if self.convert is not None and rows:
+                        rows = list(self.convert(rows))
+                except Exception as exc:
+                    raise _read_error(exc, read, self.chunk_size) from None
                 columns = _columns(cur)
+                read += len(rows)
                 if rows or first:
                     yield columns, list(rows)
                 first = False
@@ -218,3 +225,37 @@ def _columns(cur: Any) -> list[str]:
 def _rollback(conn: Any) -> None:
     with contextlib.suppress(Exception):
         conn.rollback()
+
+
+_QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'")
+_LONG_NUMBER = re.compile(r"\+?\d[\d\s().-]{4,}\d")
+_EMAIL = re.compile(r"[^\s@\"']+@[^\s@\"']+")
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from a DB-API driver (every driver's errors derive from its ``DatabaseError``)."""
+    return any(klass.__name__ in ("DatabaseError", "InterfaceError") for klass in type(exc).__mro__)
+
+
+def database_error(exc: BaseException, where: str) -> SourceDataError | WarehouseReadError:
+    """A driver error told without the values it may quote.
+
+    Drivers put the offending value in their message (``invalid input syntax for type bigint: "+1415..."``):
+    quoted text, long numbers and email addresses are blanked out, and the rows are named by position.
+    """
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    shown = _EMAIL.sub("<email>", _LONG_NUMBER.sub("<number>", _QUOTED.sub('"..."', first_line)))[:200]
+    column = getattr(getattr(exc, "diag", None), "column_name", None)
+    where += f", column {column!r}" if column else ""
+    names = {klass.__name__ for klass in type(exc).__mro__}
+    if names & {"DataError", "IntegrityError", "ProgrammingError", "ValueError", "TypeError"}:
+        # The data itself: a retry reads the same value and fails the same way.
+        return SourceDataError(
+            f"the database could not go on at {where} ({type(exc).__name__}: {shown}); values are not shown, as "
+            "they may be personal data: run the model in the warehouse to see the row"
+        )
+    return WarehouseReadError(f"the database failed at {where} ({type(exc).__name__}: {shown})")
+
+
+def _read_error(exc: Exception, read: int, chunk: int) -> SourceDataError | WarehouseReadError:
+    return database_error(exc, f"rows {read + 1}-{read + chunk} of the model")

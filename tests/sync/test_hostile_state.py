@@ -15,7 +15,7 @@ import pytest
 
 from airflow_provider_attentive.client import AttentiveTransport
 from airflow_provider_attentive.emulator import Emulator
-from airflow_provider_attentive.sync.errors import SyncConfigError
+from airflow_provider_attentive.sync.errors import SourceDataError, SyncConfigError
 from airflow_provider_attentive.sync.source import SqlSource
 from airflow_provider_attentive.sync.values import mask_key
 from tests.helpers.engine import RunSync, sync_engine
@@ -203,3 +203,52 @@ def test_a_state_table_missing_a_column_stops_the_run_before_anything_is_sent(
             run_sync(attributes(), warehouse, "SELECT * FROM customers", dry_run=dry_run)
         assert table in str(exc.value) and column in str(exc.value) and "ADD COLUMN" in str(exc.value)
     assert request_count(attentive_emulator, "attributes") == 5
+
+
+# --------------------------------------------------------------------- 7. driver errors keep values out ----
+
+
+def _refuse_row_3(chunk: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
+    for row in chunk:
+        if row[0] == 3:  # a driver's type conversion failing on a value, and quoting it, as drivers do
+            raise ValueError(f"invalid literal for int() with base 10: {row[1]!r}")
+    return list(chunk)
+
+
+class RefusingSource(SqlSource):
+    def __init__(self, conn: Any, sql: str, *, chunk_size: int = 1000) -> None:
+        super().__init__(conn, sql, chunk_size=chunk_size, convert=_refuse_row_3)
+
+
+def test_a_driver_error_while_streaming_names_the_rows_never_the_value(
+    warehouse: sqlite3.Connection, transport: AttentiveTransport
+) -> None:
+    create_customers(warehouse, 10)
+    engine = sync_engine(
+        attributes(), warehouse, "SELECT * FROM customers", sender=transport, source_type=RefusingSource, chunk=4
+    )
+    with pytest.raises(SourceDataError) as exc:
+        engine.run()
+    message = str(exc.value)
+    assert "rows 1-4" in message and "ValueError" in message
+    assert phone(3) not in message and phone(3)[2:] not in message and exc.value.__suppress_context__
+
+
+def test_a_postgres_cast_error_mid_stream_does_not_quote_the_phone(
+    request: pytest.FixtureRequest, transport: AttentiveTransport, attentive_emulator: Emulator
+) -> None:
+    conn = pg_connect(request.getfixturevalue("pg_database"))
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE customers (customer_id INTEGER, phone TEXT, loyalty_tier TEXT)")
+        rows = [(i, phone(i), "gold") for i in range(30)] + [(30, "+1 (415) 555-0199 x", "gold")]
+        cur.executemany("INSERT INTO customers VALUES (%s, %s, %s)", rows)
+    conn.commit()
+    # The cast fails on the last row, when the server-side cursor reaches it, and PostgreSQL quotes the value.
+    sql = "SELECT customer_id, phone, loyalty_tier, replace(phone, '+', '')::bigint AS digits FROM customers"
+    engine = sync_engine(attributes(), conn, sql, sender=transport, placeholder="%s", chunk=10, check_primary_key=False)
+    with pytest.raises(SourceDataError) as exc:
+        engine.run()
+    message = str(exc.value)
+    assert "rows " in message and "of the model" in message, message
+    assert "415" not in message and "0199" not in message and exc.value.__suppress_context__, message
+    conn.close()
