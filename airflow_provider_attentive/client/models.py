@@ -30,12 +30,14 @@ class RequestOutcome(str, enum.Enum):
 class Request:
     """One request for :meth:`~airflow_provider_attentive.client.AttentiveTransport.send_many`.
 
-    ``key`` is echoed back in its :class:`Result`.
+    ``key`` is echoed back in its :class:`Result`. ``params`` is the query string; ``path_params`` fills
+    the endpoint's ``{...}`` path parameters (``{"bulkJobId": ...}``), URL-quoted by the transport.
     """
 
     key: Any
     body: Any = None
     params: Mapping[str, str] | None = None
+    path_params: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)

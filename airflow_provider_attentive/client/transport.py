@@ -32,7 +32,7 @@ from airflow_provider_attentive.client.endpoints import Endpoint, EndpointName, 
 from airflow_provider_attentive.client.loop import LoopThread
 from airflow_provider_attentive.client.models import Request, RequestOutcome, Result
 from airflow_provider_attentive.client.ratelimit.backends import limiter_for_config
-from airflow_provider_attentive.client.ratelimit.base import Permit, RateLimiter
+from airflow_provider_attentive.client.ratelimit.base import RateLimiter, trace_extension
 from airflow_provider_attentive.client.ratelimit.local import LimiterRegistry
 from airflow_provider_attentive.client.redact import install_httpx_filter
 from airflow_provider_attentive.client.retry import Decision, RetryPolicy, RetryState, parse_retry_after
@@ -93,27 +93,6 @@ def _header_int(headers: httpx.Headers, name: str) -> int | None:
         return int(float(value))
     except ValueError:
         return None
-
-
-def _trace_extension(permit: Permit | None) -> dict[str, Any]:
-    """An httpcore ``trace`` hook that tells the limiter when the request body has been written.
-
-    That moment, after any connection set-up, is the closest we can observe to when Attentive counts
-    the request. A permit may also have an ``async before_send()``: it is awaited just before the request
-    headers are written (after any connection set-up), so a limiter can hold back a request that would
-    otherwise go out too late for its slot (the SQL backend does).
-    """
-    if permit is None:
-        return {}
-    before_send = getattr(permit, "before_send", None)
-
-    async def trace(event: str, info: dict[str, Any]) -> None:
-        if event.endswith("send_request_body.complete"):
-            permit.sent()
-        elif before_send is not None and event.endswith("send_request_headers.started"):
-            await before_send()
-
-    return {"trace": trace}
 
 
 class AttentiveTransport:
@@ -223,13 +202,18 @@ class AttentiveTransport:
         body: Any = None,
         params: Mapping[str, str] | None = None,
         *,
+        path_params: Mapping[str, str] | None = None,
         max_attempts: int | None = None,
     ) -> Result:
         """Send one request and wait for its result. ``max_attempts`` overrides the policy's.
 
         ``endpoint_name`` is an :class:`EndpointName` or its value; an unknown name raises ``KeyError``.
+        ``path_params`` fills the endpoint's ``{...}`` parameters; a missing one raises ``ValueError``
+        before anything is sent.
         """
         endpoint = get_endpoint(endpoint_name)
+        item = Request(None, body, params, path_params)
+        path = endpoint.resolve_path(path_params)
         loop_thread = self._get_loop_thread()
         if threading.current_thread() is loop_thread.thread:
             raise RuntimeError("AttentiveTransport.request() cannot be called from the transport's own loop")
@@ -243,7 +227,7 @@ class AttentiveTransport:
                 throttle_jitter_s=policy.throttle_jitter_s,
                 max_throttle_s=policy.max_throttle_s,
             )
-        future = loop_thread.submit(self._execute(loop_thread, endpoint, Request(None, body, params), policy))
+        future = loop_thread.submit(self._execute(loop_thread, endpoint, item, policy, path))
         try:
             return future.result()
         except BaseException:
@@ -300,7 +284,14 @@ class AttentiveTransport:
                         error = TypeError(f"send_many expects Request objects, got {type(item).__name__}")
                         exhausted = True
                         break
-                    future = loop_thread.submit(self._execute(loop_thread, endpoint, item, self._policy))
+                    try:
+                        path = endpoint.resolve_path(item.path_params)
+                    except ValueError as exc:
+                        # A caller's mistake like a non-Request item: nothing of it is sent.
+                        error = exc
+                        exhausted = True
+                        break
+                    future = loop_thread.submit(self._execute(loop_thread, endpoint, item, self._policy, path))
                     outstanding[future] = item
                     future.add_done_callback(done.put)
                 if not outstanding:
@@ -329,7 +320,9 @@ class AttentiveTransport:
     def _scrub(self, text: str) -> str:
         return scrub(text, self._secrets)
 
-    async def _execute(self, loop_thread: LoopThread, endpoint: Endpoint, item: Request, policy: RetryPolicy) -> Result:
+    async def _execute(
+        self, loop_thread: LoopThread, endpoint: Endpoint, item: Request, policy: RetryPolicy, path: str
+    ) -> Result:
         started = time.monotonic()
         state = RetryState()
         status: int | None = None
@@ -347,11 +340,11 @@ class AttentiveTransport:
                     self._stats.add(requests_sent=1)
                     try:
                         response = await client.request(
-                            endpoint.method, endpoint.path, extensions=_trace_extension(permit), **kwargs
+                            endpoint.method, path, extensions=trace_extension(permit), **kwargs
                         )
                     except httpx.TransportError as exc:
                         status, body = None, None
-                        error = self._scrub(f"{endpoint.method} {endpoint.path}: {type(exc).__name__}: {exc}")
+                        error = self._scrub(f"{endpoint.method} {path}: {type(exc).__name__}: {exc}")
                         self._stats.add(network_errors=1)
                         decision = policy.after_error(state, exc, endpoint.idempotent, self._rng)
                     else:
@@ -361,7 +354,9 @@ class AttentiveTransport:
                         )
                         decision = self._after_response(endpoint, response, body, state, policy)
                         error = (
-                            None if decision.outcome is RequestOutcome.OK else self._describe(endpoint, response, body)
+                            None
+                            if decision.outcome is RequestOutcome.OK
+                            else self._describe(endpoint, path, response, body)
                         )
                 if status == 429:
                     self._stats.add(throttled=1)
@@ -372,7 +367,7 @@ class AttentiveTransport:
                 log.debug(
                     "%s %s: %s, retrying in %.2f s",
                     endpoint.method,
-                    endpoint.path,
+                    path,
                     decision.reason,
                     decision.delay_s,
                 )
@@ -381,8 +376,8 @@ class AttentiveTransport:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug or an unserialisable body must still yield one Result
-            log.debug("unexpected error sending to %s", endpoint.path, exc_info=True)
-            error = self._scrub(f"{endpoint.method} {endpoint.path}: unexpected {type(exc).__name__}: {exc}")
+            log.debug("unexpected error sending to %s", path, exc_info=True)
+            error = self._scrub(f"{endpoint.method} {path}: unexpected {type(exc).__name__}: {exc}")
             return self._finish(item, endpoint, Decision(RequestOutcome.FAILED), status, body, error, state, started)
 
     def _after_response(
@@ -398,8 +393,8 @@ class AttentiveTransport:
             self._limiter.note_throttled(endpoint.name, decision.delay_s if explicit else None)
         return decision
 
-    def _describe(self, endpoint: Endpoint, response: httpx.Response, body: Any) -> str:
-        text = f"{endpoint.method} {endpoint.path} answered HTTP {response.status_code}"
+    def _describe(self, endpoint: Endpoint, path: str, response: httpx.Response, body: Any) -> str:
+        text = f"{endpoint.method} {path} answered HTTP {response.status_code}"
         if response.reason_phrase:
             text += f" {response.reason_phrase}"
         message = _attentive_message(body)

@@ -8,7 +8,12 @@ from airflow_provider_attentive.client.endpoints import ENDPOINTS, EndpointName,
 
 
 def test_endpoint_table() -> None:
-    assert {n for n, e in ENDPOINTS.items() if not e.idempotent} == {"events", "subscribe", "unsubscribe"}
+    assert {n for n, e in ENDPOINTS.items() if not e.idempotent} == {
+        "events",
+        "subscribe",
+        "unsubscribe",
+        "segment_create",
+    }
     assert ENDPOINTS["unsubscribe"].default_rate == 5
     assert ENDPOINTS["subscribe"].default_rate == 10
     assert ENDPOINTS["identity"].default_rate == 10
@@ -30,6 +35,15 @@ def test_names_read_as_their_values() -> None:
         "unsubscribe",
         "subscriptions_read",
         "identity",
+        "bulk",
+        "bulk_job",
+        "segment_members_add",
+        "segment_members_remove",
+        "segment_create",
+        "segment_read",
+        "segment_update",
+        "segment_archive",
+        "segments_list",
     ]
     assert str(EndpointName.SUBSCRIBE) == f"{EndpointName.SUBSCRIBE}" == "subscribe"
     assert EndpointName.SUBSCRIBE == "subscribe"

@@ -8,7 +8,7 @@ pacing ourselves. The constants below are shared by every backend (local, Redis,
 from __future__ import annotations
 
 import math
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "DEFAULT_MARGIN_S",
@@ -17,6 +17,7 @@ __all__ = [
     "MAX_MARGIN_S",
     "Permit",
     "RateLimiter",
+    "trace_extension",
     "window_shape",
 ]
 
@@ -85,3 +86,24 @@ def window_shape(rate: float, window_s: float = 1.0) -> tuple[int, float]:
     capacity = max(1, math.floor(rate * window_s + 1e-9))
     period = max(window_s, capacity / rate)
     return capacity, period
+
+
+def trace_extension(permit: Permit | None) -> dict[str, Any]:
+    """An httpcore ``trace`` hook that tells the limiter when the request body has been written.
+
+    That moment, after any connection set-up, is the closest we can observe to when Attentive counts
+    the request. A permit may also have an ``async before_send()``: it is awaited just before the request
+    headers are written (after any connection set-up), so a limiter can hold back a request that would
+    otherwise go out too late for its slot (the SQL backend does).
+    """
+    if permit is None:
+        return {}
+    before_send = getattr(permit, "before_send", None)
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event.endswith("send_request_body.complete"):
+            permit.sent()
+        elif before_send is not None and event.endswith("send_request_headers.started"):
+            await before_send()
+
+    return {"trace": trace}
