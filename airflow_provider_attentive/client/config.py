@@ -18,7 +18,14 @@ from airflow_provider_attentive.client.endpoints import ENDPOINTS, EndpointName,
 from airflow_provider_attentive.client.ratelimit.backends import RATE_LIMIT_BACKENDS
 from airflow_provider_attentive.client.scrub import redact_url, url_secrets
 
-__all__ = ["DEFAULT_BASE_URL", "TransportConfig", "is_loopback_host", "normalize_base_url", "normalize_proxy_url"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "TransportConfig",
+    "check_plain_http",
+    "is_loopback_host",
+    "normalize_base_url",
+    "normalize_proxy_url",
+]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +40,19 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def check_plain_http(scheme: str, host: str, *, allow_insecure_http: bool, refusal: str, warning: str) -> None:
+    """The rule for every URL the client talks to: plain ``http://`` only to a loopback host (an emulator).
+
+    Anything else over ``http://`` raises ``ValueError(refusal)``, unless ``allow_insecure_http`` (an emulator
+    inside a private network), which logs ``warning`` instead.
+    """
+    if scheme != "http" or is_loopback_host(host):
+        return
+    if not allow_insecure_http:
+        raise ValueError(refusal)
+    log.warning("%s", warning)
 
 
 def normalize_base_url(value: str, *, allow_insecure_http: bool = False) -> str:
@@ -62,19 +82,21 @@ def normalize_base_url(value: str, *, allow_insecure_http: bool = False) -> str:
         parts.port  # noqa: B018 - raises ValueError for an invalid port
     except ValueError as exc:
         raise ValueError(f"the Attentive base URL {value!r} has an invalid port") from exc
-    if scheme == "http" and not is_loopback_host(host):
-        if not allow_insecure_http:
-            raise ValueError(
-                f"refusing plain http:// for {host}: the API key would travel unencrypted. Use https://; "
-                "plain http is only accepted for loopback hosts (127.0.0.1, ::1, localhost), "
-                "such as a local emulator, or with the connection extra allow_insecure_http for an emulator "
-                "inside a private network"
-            )
-        log.warning(
-            "allow_insecure_http: sending the Attentive API key over plain http:// to %s; only acceptable for an "
-            "emulator inside a private network, never for the real API",
-            host,
-        )
+    check_plain_http(
+        scheme,
+        host,
+        allow_insecure_http=allow_insecure_http,
+        refusal=(
+            f"refusing plain http:// for {host}: the API key would travel unencrypted. Use https://; "
+            "plain http is only accepted for loopback hosts (127.0.0.1, ::1, localhost), "
+            "such as a local emulator, or with the connection extra allow_insecure_http for an emulator "
+            "inside a private network"
+        ),
+        warning=(
+            f"allow_insecure_http: sending the Attentive API key over plain http:// to {host}; only acceptable "
+            "for an emulator inside a private network, never for the real API"
+        ),
+    )
     path = parts.path.rstrip("/")
     if path.endswith("/v1"):
         path = path[: -len("/v1")]
