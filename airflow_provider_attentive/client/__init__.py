@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from airflow_provider_attentive.client.config import DEFAULT_BASE_URL, TransportConfig, normalize_base_url
     from airflow_provider_attentive.client.endpoints import ENDPOINTS, Endpoint, EndpointName, get_endpoint
+    from airflow_provider_attentive.client.job_poller import JobPollError, PollOutcome, poll_jobs
+    from airflow_provider_attentive.client.jobs import JobStatus
     from airflow_provider_attentive.client.models import Request, RequestOutcome, Result
     from airflow_provider_attentive.client.ratelimit.backends import RATE_LIMIT_BACKENDS
     from airflow_provider_attentive.client.ratelimit.base import Permit, RateLimiter
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from airflow_provider_attentive.client.ratelimit.redis import RedisRateLimiter
     from airflow_provider_attentive.client.ratelimit.shared import RateLimitBackendUnavailable
     from airflow_provider_attentive.client.ratelimit.sql import SqlRateLimiter
+    from airflow_provider_attentive.client.results import ResultsDownloadError, download_results
     from airflow_provider_attentive.client.retry import RetryPolicy
     from airflow_provider_attentive.client.stats import TransportStats
     from airflow_provider_attentive.client.transport import AttentiveTransport
@@ -40,6 +43,10 @@ _EXPORTS = {
     "Endpoint": "endpoints",
     "EndpointName": "endpoints",
     "get_endpoint": "endpoints",
+    "JobPollError": "job_poller",
+    "PollOutcome": "job_poller",
+    "poll_jobs": "job_poller",
+    "JobStatus": "jobs",
     "Request": "models",
     "RequestOutcome": "models",
     "Result": "models",
@@ -53,6 +60,8 @@ _EXPORTS = {
     "RedisRateLimiter": "ratelimit.redis",
     "RateLimitBackendUnavailable": "ratelimit.shared",
     "SqlRateLimiter": "ratelimit.sql",
+    "ResultsDownloadError": "results",
+    "download_results": "results",
     "RetryPolicy": "retry",
     "TransportStats": "stats",
     "AttentiveTransport": "transport",
@@ -66,22 +75,28 @@ __all__ = [
     "AttentiveTransport",
     "Endpoint",
     "EndpointName",
+    "JobPollError",
+    "JobStatus",
     "LimiterRegistry",
     "LocalRateLimiter",
     "Permit",
+    "PollOutcome",
     "RateLimitBackendUnavailable",
     "RateLimiter",
     "RedisRateLimiter",
     "Request",
     "RequestOutcome",
     "Result",
+    "ResultsDownloadError",
     "RetryPolicy",
     "SlidingWindowLimiter",
     "SqlRateLimiter",
     "TransportConfig",
     "TransportStats",
+    "download_results",
     "get_endpoint",
     "normalize_base_url",
+    "poll_jobs",
 ]
 
 
