@@ -11,6 +11,7 @@ from typing import Any
 
 from airflow_provider_attentive import __version__
 from airflow_provider_attentive.client.config import DEFAULT_BASE_URL
+from airflow_provider_attentive.client.ratelimit.backends import RATE_LIMIT_BACKENDS
 
 
 def _number_field(label: str, description: str, *, integer: bool = False, minimum: float = 0) -> dict[str, Any]:
@@ -37,8 +38,16 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     "rate_limit_identity": _number_field(
         "Identity requests/s", "Override the 10 requests/s limit for the identity-resolution endpoint."
     ),
+    "rate_limit_bulk": _number_field(
+        "Bulk attributes requests/s",
+        "Override the 100 requests/s limit for POST /v2/bulk/user/attributes (up to 256 users per request).",
+    ),
+    "rate_limit_bulk_job": _number_field(
+        "Bulk job status requests/s",
+        "Override the 100 requests/s limit for GET /v2/bulk/job/{id}, which the triggerer polls while it waits.",
+    ),
     "rate_limit_default": _number_field(
-        "Other endpoints requests/s", "Override the 150 requests/s limit used for every other endpoint."
+        "Other endpoints requests/s", "Override the 150 requests/s limit used for every other v1 endpoint."
     ),
     "timeout": _number_field("Request timeout (s)", "Seconds to wait for each HTTP request. Default 30."),
     "max_attempts": _number_field(
@@ -57,7 +66,7 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
             "redis: every task using this key shares one budget in Redis (set the Redis URL); sql: shared "
             "through a table on a SQL connection (set its connection id; suits low rates such as subscribe)."
         ),
-        "schema": {"type": ["string", "null"], "enum": ["local", "redis", "sql", None]},
+        "schema": {"type": ["string", "null"], "enum": [*RATE_LIMIT_BACKENDS, None]},
     },
     "rate_limit_redis_url": {
         "label": "Rate-limit Redis URL",
@@ -151,6 +160,12 @@ def get_provider_info() -> dict[str, Any]:
                 "handler": "airflow_provider_attentive.assets.sanitize_uri",
                 "factory": "airflow_provider_attentive.assets.create_asset",
                 "to_openlineage_converter": "airflow_provider_attentive.assets.convert_asset_to_openlineage",
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "Attentive",
+                "python-modules": ["airflow_provider_attentive.triggers.bulk_job"],
             }
         ],
         "connection-types": [

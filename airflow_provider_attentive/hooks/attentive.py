@@ -5,15 +5,17 @@ The transport it builds comes from :mod:`airflow_provider_attentive.client`, whi
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
 from airflow_provider_attentive.client import (
     DEFAULT_BASE_URL,
+    ENDPOINTS,
     RATE_LIMIT_BACKENDS,
     AttentiveTransport,
     EndpointName,
@@ -25,6 +27,9 @@ from airflow_provider_attentive.client import (
 from airflow_provider_attentive.client.scrub import scrub, url_secrets
 from airflow_provider_attentive.get_provider_info import UI_FIELD_BEHAVIOUR
 
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
 __all__ = ["AttentiveHook"]
 
 # Connection-form extras (see get_provider_info.CONN_FIELDS) -> the endpoint each one throttles;
@@ -35,6 +40,9 @@ _RATE_FIELDS: dict[str, EndpointName] = {
     "rate_limit_subscribe": EndpointName.SUBSCRIBE,
     "rate_limit_unsubscribe": EndpointName.UNSUBSCRIBE,
     "rate_limit_identity": EndpointName.IDENTITY,
+    # Every v2 endpoint has an extra of its own, rate_limit_<name> (rate_limit_bulk, rate_limit_bulk_job, ...):
+    # Attentive gives each its own 100 requests/s budget, which the default set for v1 endpoints should not move.
+    **{f"rate_limit_{name.value}": name for name, endpoint in ENDPOINTS.items() if endpoint.path.startswith("/v2/")},
 }
 _DEFAULT_RATE_FIELD = "rate_limit_default"
 
@@ -201,6 +209,8 @@ class AttentiveHook(BaseHook):
         self._sql_conn_id: str | None = None
         self._transport: AttentiveTransport | None = None
         self._sql_limiter: SqlRateLimiter | None = None
+        # Set by aget_config, which looks the connection up without blocking the event loop.
+        self._connection: Connection | None = None
         # Everything secret read from the connection, as stored and as used: scrubbed from Test messages.
         self._secrets: list[str] = []
 
@@ -213,7 +223,7 @@ class AttentiveHook(BaseHook):
     def config(self) -> TransportConfig:
         """The transport settings read from the connection (read once, then cached)."""
         if self._config is None:
-            conn = self.get_connection(self.attentive_conn_id)
+            conn = self._connection or self.get_connection(self.attentive_conn_id)
             check_conn_type(self.attentive_conn_id, conn.conn_type)
             # Masked before anything can fail and quote them: the key as stored and as sent (stripped), and the
             # passwords in the Redis and proxy URLs, however they are written.
@@ -229,6 +239,22 @@ class AttentiveHook(BaseHook):
             self._sql_conn_id = rate_limit_sql_conn_id(self.attentive_conn_id, extra)
             self._config = config
         return self._config
+
+    async def aget_config(self) -> TransportConfig:
+        """:attr:`config`, with the connection looked up asynchronously: for triggers, on the triggerer's loop.
+
+        The same checks as :attr:`config`; a ``ValueError`` names the field at fault and never the secrets.
+        """
+        if self._config is None and self._connection is None:
+            aget_connection = getattr(self, "aget_connection", None)
+            if aget_connection is not None:
+                self._connection = await aget_connection(self.attentive_conn_id)
+            else:  # Airflow before 3.1 has no async lookup: a thread keeps the loop free
+                self._connection = await asyncio.to_thread(self.get_connection, self.attentive_conn_id)
+        try:
+            return self.config
+        except ValueError as exc:
+            raise ValueError(self._scrub(str(exc))) from None
 
     def get_conn(self) -> AttentiveTransport:
         """Return the (cached) transport for this connection.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_attentive.client import (
+    RATE_LIMIT_BACKENDS,
     AttentiveTransport,
     EndpointName,
     LocalRateLimiter,
@@ -177,3 +179,91 @@ def test_hook_with_the_sql_backend_and_a_missing_connection(monkeypatch: pytest.
     hook = AttentiveHook()
     with pytest.raises(ValueError, match="rate_limit_sql_conn_id 'nope_not_there'"):
         hook.get_conn()
+
+
+# -- the v2 endpoints' extras ---------------------------------------------------------------------------------
+
+
+def test_every_v2_endpoint_has_an_extra_of_its_own() -> None:
+    extra = {
+        "rate_limit_bulk": "20",  # URI-form connections deliver strings
+        "rate_limit_bulk_job": 4.5,
+        "rate_limit_segment_members_add": 30,
+        "rate_limit_segments_list": 7,
+        "rate_limit_default": 40,
+    }
+    config = config_from_connection("c", None, None, "k", extra)
+    assert config.rate_for("bulk") == 20.0
+    assert config.rate_for("bulk_job") == 4.5
+    assert config.rate_for("segment_members_add") == 30.0
+    assert config.rate_for("segments_list") == 7.0
+    # rate_limit_default keeps to the v1 endpoints without an extra; the other v2 ones keep Attentive's 100/s.
+    assert config.rate_for("segment_create") == 100.0
+    assert config.rate_for("me") == 40.0
+
+
+@pytest.mark.parametrize("name", ["rate_limit_bulk", "rate_limit_bulk_job", "rate_limit_segment_archive"])
+def test_a_bad_v2_rate_names_its_extra(name: str) -> None:
+    with pytest.raises(ValueError, match=f"extra '{name}'"):
+        config_from_connection("c", None, None, "k", {name: "fast"})
+
+
+def test_the_form_has_the_bulk_rate_fields_and_the_backends_from_the_client() -> None:
+    for name, path in (("rate_limit_bulk", "/v2/bulk/user/attributes"), ("rate_limit_bulk_job", "/v2/bulk/job/")):
+        field = CONN_FIELDS[name]
+        assert field["schema"]["type"] == ["number", "null"]
+        assert "100 requests/s" in field["description"] and path in field["description"]
+    assert CONN_FIELDS["rate_limit_backend"]["schema"]["enum"] == [*RATE_LIMIT_BACKENDS, None]
+
+
+def test_the_bulk_job_budget_is_its_own_bucket_in_sql(
+    monkeypatch: pytest.MonkeyPatch, attentive_emulator: Emulator, tmp_path: Path
+) -> None:
+    db = tmp_path / "limits.db"
+    set_conn(monkeypatch, "limits_db", conn_type="sqlite", host=str(db))
+    extra = {"rate_limit_backend": "sql", "rate_limit_sql_conn_id": "limits_db", "rate_limit_bulk_job": 50}
+    fields = {"conn_type": "attentive", "host": attentive_emulator.url, "password": "test-key", "extra": extra}
+    set_conn(monkeypatch, "attentive_default", **fields)
+    hook = AttentiveHook()
+    try:
+        users = [{"identifiers": {"phone": "+14155550142"}, "attributes": {"custom": {"tier": "gold"}}}]
+        submitted = hook.get_conn().request(EndpointName.BULK, {"users": users})
+        assert submitted.status == 202, submitted.error
+        job = {"bulkJobId": submitted.body["batchJobId"]}
+        assert hook.get_conn().request(EndpointName.BULK_JOB, path_params=job).ok
+        assert hook.get_conn().limiter._shapes["bulk_job"].rate == 50  # type: ignore[attr-defined]
+    finally:
+        hook.close()
+    rows = sqlite3.connect(db).execute("SELECT bucket FROM attentive_rate_limit").fetchall()
+    assert sorted(r[0].split(":", 1)[1] for r in rows) == ["bulk", "bulk_job"]
+
+
+def test_the_bulk_budgets_live_in_redis_like_the_others(
+    attentive_emulator: Emulator, redis_server: RedisServer
+) -> None:
+    extra = {"rate_limit_backend": "redis", "rate_limit_redis_url": redis_server.url, "rate_limit_bulk": 25}
+    config = config_from_connection("c", attentive_emulator.url, None, "test-key", extra)
+    with AttentiveTransport(config) as transport:
+        assert isinstance(transport.limiter, RedisRateLimiter)
+        users = [{"identifiers": {"phone": "+14155550143"}, "attributes": {"custom": {"tier": "gold"}}}]
+        assert transport.request(EndpointName.BULK, {"users": users}).status == 202
+        assert transport.limiter._shapes["bulk"].rate == 25
+
+
+# -- the connection read from an event loop (triggers) ----------------------------------------------------------
+
+
+def test_aget_config_reads_the_connection_like_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    extra = {"rate_limit_bulk_job": 3, "timeout": "12"}
+    fields = {"conn_type": "attentive", "host": "https://api.example.test", "password": KEY, "extra": extra}
+    set_conn(monkeypatch, "attentive_async", **fields)
+    config = asyncio.run(AttentiveHook("attentive_async").aget_config())
+    assert config == AttentiveHook("attentive_async").config
+    assert config.rate_for("bulk_job") == 3 and config.timeout == 12
+
+
+def test_aget_config_errors_name_the_field_not_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_conn(monkeypatch, "attentive_async", conn_type="attentive", password=KEY, extra={"rate_limit_bulk": "fast"})
+    with pytest.raises(ValueError, match="extra 'rate_limit_bulk'") as info:
+        asyncio.run(AttentiveHook("attentive_async").aget_config())
+    assert KEY not in str(info.value)
