@@ -3,6 +3,7 @@
 1. builds ``.demo/warehouse.db`` (customers, shipments, a VIP audience),
 2. starts the emulator as a separate process (``attentive-emulator``) with 20 ms of latency,
 3. runs ``airflow db migrate``, ``airflow connections test`` and each example DAG with ``airflow dags test``,
+   printing each task's summary with what its figures say, and once a legend of every row of the table,
 4. changes a few warehouse rows and runs the DAGs again, to show that only changes are sent,
 5. prints what the emulated Attentive received.
 
@@ -49,7 +50,7 @@ def build_warehouse(path: Path) -> None:
         CREATE TABLE vip_members (phone TEXT, email TEXT, first_name TEXT);
         """
     )
-    customers = []
+    customers: list[tuple[int, str, str | None, str, float]] = []
     for i in range(200):
         number = phone(i)
         if i % 10 == 3:  # national format: normalised to E.164 with default_region="US"
@@ -114,16 +115,101 @@ def airflow(env: dict[str, str], *args: str, log_name: str) -> str:
     return proc.stdout + proc.stderr
 
 
-_TABLE = re.compile(r"^.*?(\+-{3,}.*\+|\|.*\|)\s*$")
+# The log record's context (logger name, source line) that structlog appends to the record's last line.
+_RECORD_END = re.compile(r"^(.*?)\s+\[[\w.]+\](?:\s+\w+=\S+)*\s*$")
+_ROW = re.compile(r"^\| (.+?) +\| (.*?) *\|$")
+
+# What each line of the summary table means, for the rows a run shows.
+LEGEND = {
+    "sync": "the sync's id, what it writes and its mode",
+    "read": "rows the model (the task's SQL) returned",
+    "unchanged": "rows an earlier run sent that have not changed since: nothing sent for them",
+    "added": "rows new to this sync: accepted (ok) / failed / needed a request (planned)",
+    "changed": "rows whose data changed since Attentive last accepted them",
+    "removed": "members a mirror unsubscribed because they left the model",
+    "invalid": "rows that cannot be sent (bad phone, no identifier): never sent; reasons under the table",
+    "sent with warnings": "rows sent, but not as written (an invalid email dropped beside a valid phone)",
+    "rejected": "rows Attentive refused (4xx): not tried again until their data changes",
+    "rejected before, not resent": "rows refused in an earlier run, data unchanged (counted in unchanged)",
+    "in doubt": "rows an interrupted run may have delivered: not resent unless resend_in_doubt=True",
+    "remaining": "rows left for the next run by max_rows_per_run, max_runtime or a stopped run",
+    "stale": "events older than 12 hours: Attentive stores them but starts no journey; skip_stale=True drops them",
+    "ignored changes": "events already delivered whose row changed since: an event goes out once, ever",
+    "already subscribed": "people Attentive had subscribed already (a sign-up form, another sync): left alone",
+    "shared phones": "rows whose phone an earlier row has: one person, subscribed once",
+    "names written": "first names written as attributes after the subscribe",
+    "nothing to send": "rows whose attributes are all NULL",
+    "blocked removals": "removals a guard stopped (an empty model, more than max_removals)",
+    "held removals": "members whose phone could not be read this run: kept, not unsubscribed",
+    "requests": "HTTP requests the sync sent, its checks included (not the GET /v1/me key check before it)",
+    "retries": "requests sent again after a 5xx, a timeout or a dropped connection",
+    "throttled": "429 answers from Attentive's rate limit, waited out and sent again",
+    "duration": "how long the sync took",
+}
 
 
-def summary_table(output: str) -> str:
-    """The summary table the operators log at the end of each task."""
-    lines = [m.group(1) for line in output.splitlines() if (m := _TABLE.match(line))]
-    return "\n".join("      " + line for line in lines) if lines else "      (no summary found)"
+def summary_record(output: str) -> list[str]:
+    """The summary the operators log at the end of each task: the table and the lines under it."""
+    lines = output.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.endswith("Attentive sync summary:")), None)
+    if start is None:
+        return []
+    record = []
+    for line in lines[start + 1 :]:
+        end = _RECORD_END.match(line)
+        record.append(end.group(1) if end else line)
+        if end:
+            break
+    return record
+
+
+def figures(record: list[str]) -> dict[str, str]:
+    """The table's rows as ``{label: value}``."""
+    return {m.group(1): m.group(2) for line in record if (m := _ROW.match(line))}
+
+
+def ok(value: str) -> int:
+    """The ``ok`` count of an ``N ok / N failed / N planned`` cell."""
+    return int(value.split()[0])
+
+
+def what_it_shows(dag_id: str, label: str, f: dict[str, str]) -> list[str]:
+    """A newcomer's reading of one run's figures."""
+    first = label == "run1"
+    if dag_id == "attentive_loyalty_attributes":
+        if first:
+            return [
+                f"{f['read']} customers read; {ok(f['added'])} sent, one POST /v1/attributes/custom each (the 20 "
+                f"national-format phones, (415) ..., went out as E.164 thanks to default_region='US'); "
+                f"{f['invalid']} invalid: its phone is not a number, so it was never sent (reason above)."
+            ]
+        return [
+            f"{ok(f['changed'])} changed (the upgraded tiers) and {f['unchanged']} unchanged: only the changes "
+            f"were sent ({f['requests']} requests); the invalid row is reported again until it is fixed."
+        ]
+    if dag_id == "attentive_order_shipped_events":
+        if first:
+            lines = [f"{ok(f['added'])} 'Order Shipped' events, the shipments of yesterday's data interval."]
+            if f.get("stale", "0") != "0":
+                lines.append(
+                    f"{f['stale']} of them stale: shipped more than 12 hours ago, so they are sent and stored but "
+                    "trigger no journey; a DAG that wants only fresh events sets skip_stale=True."
+                )
+            return lines
+        return [f"the same {f['read']} shipments: all unchanged, nothing sent (each event goes out once, ever)."]
+    if first:
+        return [
+            f"{ok(f['added'])} VIPs subscribed. {f['requests']} requests: per person a check that they are not "
+            "subscribed already (GET /v1/subscriptions), the subscribe, and their first name as an attribute."
+        ]
+    return [
+        f"{ok(f['removed'])} VIPs left the model and were unsubscribed (no confirmation text), {ok(f['added'])} "
+        f"joined; {f['unchanged']} unchanged, nothing sent for them."
+    ]
 
 
 def run_dags(env: dict[str, str], label: str) -> None:
+    shown: dict[str, None] = {}
     for dag_id, date in (
         ("attentive_loyalty_attributes", TODAY.strftime("%Y-%m-%d")),
         ("attentive_order_shipped_events", EVENTS_DATE),
@@ -131,18 +217,44 @@ def run_dags(env: dict[str, str], label: str) -> None:
     ):
         print(f"   $ airflow dags test {dag_id} {date}")
         out = airflow(env, "dags", "test", dag_id, date, log_name=f"{label}-{dag_id}")
-        print(summary_table(out))
+        record = summary_record(out)
+        print("\n".join("      " + line for line in record) if record else "      (no summary found)")
+        f = figures(record)
+        if f:
+            for line in what_it_shows(dag_id, label, f):
+                print(f"   -> {line}")
+        shown.update(dict.fromkeys(f))
+    if label == "run1":
+        print("   How to read the tables (README.md, 'Watching a sync', has the rest):")
+        rows = [name for name in LEGEND if name in shown]
+        width = max(len(name) for name in rows)
+        for name in rows:
+            print(f"      {name.ljust(width)}  {LEGEND[name]}")
+
+
+ENDPOINTS = (
+    ("me", "the connection test, and each sync's key check"),
+    ("attributes", "customer attributes, and the VIPs' first names"),
+    ("events", "Order Shipped events"),
+    ("subscriptions_read", "is this VIP subscribed already?"),
+    ("subscribe", "VIPs who joined"),
+    ("unsubscribe", "VIPs who left"),
+)
 
 
 def report(emu: EmulatorProcess) -> None:
     c = emu.client
     stats = c.stats()
-    print("\n== What the emulated Attentive received ==")
-    for name in ("attributes", "events", "subscribe", "unsubscribe"):
+    print("\n== What the emulated Attentive received (its own counts: GET /_emulator/stats) ==")
+    print(
+        "   per endpoint: requests, their HTTP statuses, and the busiest second (the most requests that arrived"
+        " within one second) against Attentive's limit per second"
+    )
+    for name, purpose in ENDPOINTS:
         e = stats["endpoints"][name]
         print(
-            f"   {name:<12} {e['requests']:>4} requests, statuses {e['status']}, busiest second {e['max_window_all']}"
-            f"/{e['limit']} allowed"
+            f"   {name:<18} {e['requests']:>4} requests, statuses {e['status']}, busiest second {e['max_window_all']}"
+            f"/{e['limit']} allowed  ({purpose})"
         )
     attrs = c.attributes()
     sample: Any = attrs.get(phone(4))
@@ -157,7 +269,10 @@ def report(emu: EmulatorProcess) -> None:
         f"   repeat subscribes: {stats['repeat_subscribes']}, repeat unsubscribes: {stats['repeat_unsubscribes']}"
         " (each would have texted someone twice)"
     )
-    print(f"   texts Attentive would have sent: {len(c.messages())}")
+    print(
+        f"   texts Attentive would have sent: {len(c.messages())} (a 'Reply Y' double opt-in text per new subscriber;"
+        " the unsubscribes asked for none)"
+    )
 
 
 def main() -> None:
@@ -177,6 +292,9 @@ def main() -> None:
         print("== airflow connections test attentive_default ==")
         out = airflow(env, "connections", "test", "attentive_default", log_name="connections-test")
         print("   " + next((line for line in out.splitlines() if "Connect" in line), out.strip()[-200:]))
+        print(
+            "   (the hook called GET /v1/me with the demo key; the command needs AIRFLOW__CORE__TEST_CONNECTION=Enabled)"
+        )
         print("== First run: everything is new ==")
         run_dags(env, "run1")
         print("== The warehouse changes: 3 tiers upgraded, 2 VIPs leave, 1 joins ==")
@@ -184,7 +302,11 @@ def main() -> None:
         print("== Second run: only the changes are sent ==")
         run_dags(env, "run2")
         report(emu)
-    print(f"\nDone. Logs: {DEMO / 'logs'}; warehouse and sync state: {DEMO / 'warehouse.db'}")
+    print(f"\nDone. Each run's full output: {DEMO / 'logs'}.")
+    print(
+        f"The syncs' state and per-row log are tables in the warehouse, {DEMO / 'warehouse.db'}: attentive_sync_state"
+        " (what Attentive last accepted, per key) and attentive_sync_log (every outcome, keys masked)."
+    )
 
 
 if __name__ == "__main__":
