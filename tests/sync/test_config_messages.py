@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -113,20 +114,28 @@ def test_a_wide_model_is_listed_in_part(
     assert "'c38', ... (21 more)]" in message and "'c39'" not in message
 
 
+MEMBERS = "SELECT phone, email FROM members"
+
+
+def mirror_of_six_now_empty(run_sync: RunSync, warehouse: sqlite3.Connection) -> Callable[..., dict[str, Any]]:
+    """A mirror that subscribed six members and whose model is now empty; returns ``run(**options)`` for it."""
+    set_members(warehouse, range(6))
+    run_sync(objects.subs(), warehouse, MEMBERS, mode="mirror")
+    set_members(warehouse, [])
+    return lambda **options: run_sync(objects.subs(), warehouse, MEMBERS, mode="mirror", **options)
+
+
 def test_emptying_an_audience_is_one_message_naming_both_settings(
     attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
 ) -> None:
-    sql = "SELECT phone, email FROM members"
-    set_members(warehouse, range(6))
-    run_sync(objects.subs(), warehouse, sql, mode="mirror")
-    set_members(warehouse, [])
+    run = mirror_of_six_now_empty(run_sync, warehouse)
     with pytest.raises(SyncAborted, match="no rows") as info:
-        run_sync(objects.subs(), warehouse, sql, mode="mirror")
+        run()
     message = str(info.value)
     assert "set allow_empty_source=True and max_removals=1.0 (or 6) together" in message
     assert "max_removals=0.2 (limit 1)" in message
     # Following the message is enough: one more run, not two.
-    emptied = run_sync(objects.subs(), warehouse, sql, mode="mirror", allow_empty_source=True, max_removals=1.0)
+    emptied = run(allow_empty_source=True, max_removals=1.0)
     assert emptied["succeeded"]["removed"] == 6
     assert request_count(attentive_emulator, "unsubscribe") == 6
 
@@ -134,14 +143,11 @@ def test_emptying_an_audience_is_one_message_naming_both_settings(
 def test_the_empty_model_message_names_only_what_is_missing(
     attentive_emulator: Emulator, warehouse: sqlite3.Connection, run_sync: RunSync
 ) -> None:
-    sql = "SELECT phone, email FROM members"
-    set_members(warehouse, range(6))
-    run_sync(objects.subs(), warehouse, sql, mode="mirror")
-    set_members(warehouse, [])
+    run = mirror_of_six_now_empty(run_sync, warehouse)
     with pytest.raises(SyncAborted) as only_flag:
-        run_sync(objects.subs(), warehouse, sql, mode="mirror", max_removals=1.0)
+        run(max_removals=1.0)
     assert str(only_flag.value).endswith("set allow_empty_source=True.")
     with pytest.raises(SyncAborted) as only_cap:
-        run_sync(objects.subs(), warehouse, sql, mode="mirror", allow_empty_source=True)
+        run(allow_empty_source=True)
     assert "set max_removals=1.0 (or 6) to empty the audience" in str(only_cap.value)
     assert request_count(attentive_emulator, "unsubscribe") == 0
