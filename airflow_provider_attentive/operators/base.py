@@ -18,7 +18,8 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow_provider_attentive.client import AttentiveTransport, EndpointName
 from airflow_provider_attentive.hooks.attentive import AttentiveHook
 from airflow_provider_attentive.operators.lineage import AttentiveLineageMixin
-from airflow_provider_attentive.sync.engine import SyncEngine, SyncOptions
+from airflow_provider_attentive.sync.delivery import Delivery
+from airflow_provider_attentive.sync.engine import SyncEngine
 from airflow_provider_attentive.sync.errors import (
     AttentiveAuthError,
     RunStopped,
@@ -29,6 +30,7 @@ from airflow_provider_attentive.sync.errors import (
     SyncLockedError,
 )
 from airflow_provider_attentive.sync.objects import ObjectType
+from airflow_provider_attentive.sync.options import SyncOptions
 from airflow_provider_attentive.sync.source import SqlSource
 from airflow_provider_attentive.sync.state import StateStore
 
@@ -154,6 +156,21 @@ class AttentiveSyncOperator(AttentiveLineageMixin, BaseOperator):
         """Return the configured object type (attributes, events or subscriptions)."""
         raise NotImplementedError
 
+    def build_delivery(self, transport: AttentiveTransport, *, resumed: bool) -> Delivery | None:
+        """How this operator's rows reach Attentive; None is one request per row. Called before the model is
+        read (so a check here fails before anything is sent); ``resumed`` after a deferral."""
+        return None
+
+    def after_run(self, context: Context, engine: SyncEngine, summary: dict[str, Any]) -> None:
+        """Called after a successful run (not after a resumed one): a subclass may defer here."""
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after a deferral: run the sync again, which first records what the awaited jobs answered."""
+        status = (event or {}).get("status")
+        if status == "error":
+            self.log.warning("waiting for the bulk jobs ended with an error: %s", (event or {}).get("message"))
+        return self._sync(context, resumed=True)
+
     def sync_options(self) -> dict[str, Any]:
         """Extra :class:`SyncOptions` fields for this operator."""
         return {}
@@ -169,6 +186,9 @@ class AttentiveSyncOperator(AttentiveLineageMixin, BaseOperator):
         return hook
 
     def execute(self, context: Context) -> dict[str, Any]:
+        return self._sync(context, resumed=False)
+
+    def _sync(self, context: Context, *, resumed: bool) -> dict[str, Any]:
         ti = context.get("ti")
         map_index = getattr(ti, "map_index", -1)
         if isinstance(map_index, int) and map_index >= 0 and self._sync_id_shared_by_mapped_instances():
@@ -216,6 +236,7 @@ class AttentiveSyncOperator(AttentiveLineageMixin, BaseOperator):
             raise AirflowFailException(str(exc)) from None
         try:
             self._check_key(transport)
+            delivery = self.build_delivery(transport, resumed=resumed)
         except BaseException:
             attentive.close()
             raise
@@ -244,6 +265,7 @@ class AttentiveSyncOperator(AttentiveLineageMixin, BaseOperator):
                     schema=self.state_schema,
                 ),
                 sender=transport,
+                delivery=delivery,
                 log=self.log,  # type: ignore[arg-type]
             )
             try:
@@ -262,7 +284,9 @@ class AttentiveSyncOperator(AttentiveLineageMixin, BaseOperator):
                 raise AirflowFailException(f"Attentive sync {self.sync_id!r} stopped: {exc}") from None
             except SyncLockedError as exc:
                 raise AirflowException(str(exc)) from None
-        self._publish(context, summary)
+            self._publish(context, summary)
+            if not resumed:
+                self.after_run(context, engine, summary)  # may defer (the connections close first)
         return summary
 
     def _check_key(self, transport: AttentiveTransport) -> None:

@@ -18,9 +18,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from airflow_provider_attentive.client import Request, Result
-from airflow_provider_attentive.sync.object_type import Planned
+from airflow_provider_attentive.sync.object_type import Planned, Run
 
-__all__ = ["Delivery", "PerRowDelivery", "Sender"]
+__all__ = ["BaseDelivery", "Delivery", "PerRowDelivery", "Sender"]
 
 
 class Sender(Protocol):
@@ -35,20 +35,48 @@ class Delivery(Protocol):
     #: rows per batch of intents this delivery wants (None: the run's ``batch_size``)
     batch_size: int | None
 
+    def bind(self, run: Run) -> None:
+        """Start a run (called once by the engine, before anything else)."""
+        ...
+
+    def summary_counters(self) -> dict[str, Any]:
+        """The delivery's own summary counters, with their initial values."""
+        ...
+
     def deliver(self, endpoint: str, batches: Iterable[Sequence[Planned]]) -> Iterator[tuple[Planned, Result]]:
         """Send ``batches`` (pulled lazily: each batch's intents are written just before it is pulled) and
         yield ``(row, answer)`` for every row answered now."""
         ...
 
     def reconcile(self) -> Iterator[tuple[Planned, Result]]:
-        """Answers for rows sent earlier whose outcome arrived since (bulk jobs); nothing for per-row."""
+        """Answers for rows an earlier run sent whose outcome arrived since (bulk jobs); nothing for per-row."""
+        ...
+
+    def wait(self) -> Iterator[tuple[Planned, Result]]:
+        """After the rows: wait (within the delivery's own limit) for this run's outstanding answers."""
         ...
 
 
-class PerRowDelivery:
-    """One request per row, answered at once: the transport keeps many in flight within the rate limits."""
+class BaseDelivery:
+    """Defaults for a delivery that answers every row at once: nothing to reconcile, nothing to wait for."""
 
     batch_size: int | None = None
+
+    def bind(self, run: Run) -> None:
+        self.run = run
+
+    def summary_counters(self) -> dict[str, Any]:
+        return {}
+
+    def reconcile(self) -> Iterator[tuple[Planned, Result]]:
+        return iter(())
+
+    def wait(self) -> Iterator[tuple[Planned, Result]]:
+        return iter(())
+
+
+class PerRowDelivery(BaseDelivery):
+    """One request per row, answered at once: the transport keeps many in flight within the rate limits."""
 
     def __init__(self, sender: Sender) -> None:
         self.sender = sender
@@ -64,6 +92,3 @@ class PerRowDelivery:
 
         for result in self.sender.send_many(endpoint, requests()):
             yield in_flight.pop(str(result.key)), result
-
-    def reconcile(self) -> Iterator[tuple[Planned, Result]]:
-        return iter(())

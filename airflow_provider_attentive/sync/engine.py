@@ -109,7 +109,9 @@ class SyncEngine:
         self._lock_holder = f"{options.run_id}:{uuid.uuid4().hex[:8]}"
         self._stats_start = self._stats_snapshot()
         obj.bind(self)
+        self.delivery.bind(self)
         self.summary.extra.update(obj.summary_counters())
+        self.summary.extra.update(self.delivery.summary_counters())
 
     # ------------------------------------------------------------------------------- for the types ----
 
@@ -142,11 +144,12 @@ class SyncEngine:
             if opt.check_primary_key:
                 self.source.check_primary_key(self.obj.columns[self.obj.pk_index])
             self._settle_pending()
-            self._record_all(self.delivery.reconcile())
+            self._record_all(self.delivery.reconcile(), earlier=True)
             self.obj.before_rows()
             self.dispatch(self.obj.stream_endpoint(), self._stream())
             if self._halt is None:
                 self.obj.after_rows()
+            self._record_all(self.delivery.wait())
             self.flush(force=True)
             if not opt.dry_run and opt.log_retention_days:
                 self.state.prune_log(
@@ -314,6 +317,10 @@ class SyncEngine:
                 f"held, nothing sent: {problem}; fix or delete this key's row in {self.state.state_table}",
             )
             return None
+        if status == "submitted":
+            # Its previous delivery has not answered yet: a newer value sent now could be overtaken by it.
+            s.awaiting_job += 1
+            return None
         if status == "pending":  # only seen in a dry run: a live run settles pending rows first
             status = self.obj.pending_status
         op = self.obj.classify(key, row, st, status, row_hash)
@@ -364,9 +371,39 @@ class SyncEngine:
             return
         self._record_all(self.delivery.deliver(endpoint, admitted()))
 
-    def _record_all(self, answers: Iterable[tuple[Planned, Result]]) -> None:
+    def _record_all(self, answers: Iterable[tuple[Planned, Result]], *, earlier: bool = False) -> None:
         for item, result in answers:
-            self._record(item, result)
+            if earlier:
+                self._record_earlier(item, result)
+            else:
+                self._record(item, result)
+
+    def _record_earlier(self, item: Planned, result: Result) -> None:
+        """An answer for a row an earlier run sent (a finished bulk job): recorded, counted apart."""
+        outcome = result.outcome
+        status = (
+            "ok" if outcome is RequestOutcome.OK else "rejected" if outcome is RequestOutcome.REJECTED else "failed"
+        )
+        self.summary.reconciled[status] += 1
+        answer = self.obj.read_ok(item, result) if status == "ok" else None
+        if answer is not None and answer.stop is not None:
+            self.stop(answer.stop)
+        if status != "ok":
+            self.summary.error(mask_key(item.key), result.error or status, result.status)
+        self._outcomes.append(
+            RowOutcome(
+                pk=item.key,
+                op=item.op,
+                status=status,
+                attempt_hash=item.attempt_hash,
+                http_status=result.status,
+                message=answer.message if answer is not None and answer.message else result.error,
+                member=answer.member if answer is not None else None,
+                log_key=mask_key(item.key),
+                confirm=answer.confirm if answer is not None else True,
+            )
+        )
+        self.flush()
 
     # ------------------------------------------------------------------------------ outcomes ----
 
@@ -401,7 +438,9 @@ class SyncEngine:
             s.error(mask_key(item.key), message or status, result.status)
         if result.outcome is RequestOutcome.OK or result.outcome is RequestOutcome.REJECTED:
             self._consecutive_failures = 0  # Attentive answered: it is up
-        else:
+        elif result.attempts or result.throttled:
+            # Only requests count: rows told "failed" by a job's results, or the other rows of one failed bulk
+            # request, say nothing more about whether Attentive is up.
             self._consecutive_failures += 1
             if self._consecutive_failures >= self.options.max_consecutive_failures:
                 self.stop(

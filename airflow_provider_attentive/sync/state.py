@@ -37,7 +37,7 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LOOKUP_CHUNK = 500
 MESSAGE_MAX = 1000
 #: the statuses this version writes; any other (or NULL) in a state row is held, never taken as "not sent"
-KNOWN_STATUSES = frozenset({"pending", "ok", "rejected", "failed", "in_doubt"})
+KNOWN_STATUSES = frozenset({"pending", "ok", "rejected", "failed", "in_doubt", "submitted"})
 #: the memberships this version writes (audience types); None = never a member
 KNOWN_MEMBERS = frozenset({"subscribed", "unsubscribed", "preexisting"})
 
@@ -49,6 +49,7 @@ _COLUMNS = {
         "status": "VARCHAR(16)", "op": "VARCHAR(16)", "member": "VARCHAR(16)", "identity": "VARCHAR(1000)",
         "http_status": "INTEGER", "message": f"VARCHAR({MESSAGE_MAX})", "run_id": "VARCHAR(250)",
         "subscribed_at": "VARCHAR(32)", "unsubscribed_at": "VARCHAR(32)", "updated_at": "VARCHAR(32)",
+        "job_id": "VARCHAR(100)",
     },
     "log": {
         "sync_id": "VARCHAR(250)", "run_id": "VARCHAR(250)", "pk": "VARCHAR(500)", "operation": "VARCHAR(16)",
@@ -57,6 +58,10 @@ _COLUMNS = {
     },
     "lock": {"sync_id": "VARCHAR(250)", "holder": "VARCHAR(250)", "acquired_at": "VARCHAR(32)", "expires_at": "VARCHAR(32)"},
 }  # fmt: skip
+
+
+# Columns added after the first release, with NULL for old rows: added to existing tables on first use.
+_ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"state": ("job_id",)}
 
 
 def utcnow() -> str:
@@ -155,6 +160,7 @@ class StateStore:
                 subscribed_at VARCHAR(32),
                 unsubscribed_at VARCHAR(32),
                 updated_at VARCHAR(32),
+                job_id VARCHAR(100),
                 PRIMARY KEY (sync_id, pk)
             )""",
             self.log_table: f"""CREATE TABLE {self.log_table} (
@@ -187,7 +193,22 @@ class StateStore:
                 continue
             if table == self.state_table:
                 self._create_status_index()
+        self._add_columns(_ADDED_COLUMNS)
         self.check_columns()
+
+    def _add_columns(self, added: dict[str, tuple[str, ...]]) -> None:
+        """Add the nullable columns later versions introduced to tables an earlier version created."""
+        tables = {"state": self.state_table, "log": self.log_table, "lock": self.lock_table}
+        for kind, columns in added.items():
+            table = tables[kind]
+            for column in columns:
+                if self._has_column(table, column):
+                    continue
+                try:
+                    self._execute(f"ALTER TABLE {table} ADD COLUMN {column} {_COLUMNS[kind][column]}")
+                    self.conn.commit()
+                except Exception:
+                    self.conn.rollback()  # another run added it meanwhile, or the check below names it
 
     def check_columns(self) -> None:
         """Raise :class:`SyncConfigError`, before anything is sent, when a state table lacks a column.
@@ -200,7 +221,10 @@ class StateStore:
             self.log_table: _COLUMNS["log"],
             self.lock_table: _COLUMNS["lock"],
         }
-        for table, columns in tables.items():
+        for table, all_columns in tables.items():
+            # Columns a later version added are created by the next live run, so a dry run does not need them.
+            kind = {self.state_table: "state", self.log_table: "log", self.lock_table: "lock"}[table]
+            columns = {c: t for c, t in all_columns.items() if c not in _ADDED_COLUMNS.get(kind, ())}
             if not self._exists(table) or self._has_column(table, ", ".join(columns)):
                 continue  # one probe per table when it is whole; column by column only to name what is missing
             missing = [c for c in columns if not self._has_column(table, c)]

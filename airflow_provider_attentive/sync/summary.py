@@ -53,6 +53,11 @@ class Summary:
     # Rows whose state row this version does not recognise (hand-edited, another version, damaged): nothing is
     # sent for them until the row is fixed.
     held_unknown_state: int = 0
+    # Rows not sent because their previous delivery has not answered yet (a bulk job still running): sending a
+    # newer value now could let the older one land after it.
+    awaiting_job: int = 0
+    # Answers that arrived in this run for rows an earlier run sent (bulk jobs), by outcome.
+    reconciled: dict[str, int] = field(default_factory=lambda: {"ok": 0, "rejected": 0, "failed": 0})
     requests: int = 0
     retries: int = 0
     throttled: int = 0
@@ -127,6 +132,8 @@ class Summary:
             "in_doubt": self.in_doubt,
             "remaining": self.remaining,
             "held_unknown_state": self.held_unknown_state,
+            "awaiting_job": self.awaiting_job,
+            "reconciled": dict(self.reconciled),
             "requests": self.requests,
             "retries": self.retries,
             "throttled": self.throttled,

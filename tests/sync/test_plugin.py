@@ -15,7 +15,7 @@ from typing import Any
 import airflow_provider_attentive.sync as sync_package
 from airflow_provider_attentive.client import AttentiveTransport, EndpointName, Result
 from airflow_provider_attentive.emulator import Emulator
-from airflow_provider_attentive.sync.delivery import PerRowDelivery
+from airflow_provider_attentive.sync.delivery import BaseDelivery, PerRowDelivery
 from airflow_provider_attentive.sync.engine import SyncEngine, SyncOptions
 from airflow_provider_attentive.sync.object_type import Answer, Invalid, ObjectType, Planned, Prepared
 from airflow_provider_attentive.sync.source import SqlSource
@@ -104,7 +104,7 @@ def test_a_new_object_type_runs_through_the_unchanged_engine(
     assert request_count(attentive_emulator, "attributes") == 29
 
 
-class AnsweredLater:
+class AnsweredLater(BaseDelivery):
     """A delivery whose answers arrive after the run that sent (the shape of a bulk job).
 
     ``deliver`` keeps the batches and answers nothing; ``reconcile``, in the next run, sends them and yields
@@ -145,7 +145,7 @@ def test_a_delivery_answered_later_is_recorded_by_the_next_run_without_a_resend(
         LoyaltyNotes(primary_key="id", mapping=None, default_region=None), warehouse, transport, delivery=delivery
     ).run()
     assert request_count(attentive_emulator, "attributes") == 20  # answered once, never resent
-    assert second["notes_confirmed"] == 20
+    assert second["notes_confirmed"] == 20 and second["reconciled"] == {"ok": 20, "rejected": 0, "failed": 0}
     rows = warehouse.execute("SELECT status, COUNT(*) FROM attentive_sync_state GROUP BY status").fetchall()
     assert rows == [("ok", 20)]
 

@@ -1,0 +1,378 @@
+"""Custom attributes through Attentive's v2 bulk jobs: 256 users per request, outcomes from a results file.
+
+:class:`BulkAttributesDelivery` is a :class:`~airflow_provider_attentive.sync.delivery.Delivery`:
+
+* ``deliver`` groups each batch of planned rows into one ``POST /v2/bulk/user/attributes`` (many in flight,
+  within the ``bulk`` rate limit). A 202 records the job against its rows (``submitted``) before anything
+  waits on it; a whole-request 400 is split in halves until the offending users are alone and rejected; in
+  ``"auto"`` mode a 403/404 (no ``subscriptions:write``, or the beta not enabled) sends the run through v1.
+* ``reconcile`` reads ``GET /v2/bulk/job/{id}`` for the sync's open jobs; for a ``COMPLETED`` job it downloads
+  the results file (without the API key: the link is pre-signed) and yields each row's answer: 2xx accepted,
+  4xx rejected with Attentive's message, anything else, a missing line or an unreadable one failed (resent:
+  upserts are idempotent). A ``FAILED`` job, or one older than the results' two-week retention, fails its rows.
+* ``wait`` polls the jobs this run submitted for up to ``wait_s`` and yields their answers as they finish.
+
+Attentive documents neither the results' line format nor how a line names its item; the reading here follows
+``docs/bulk-jobs.md``: a line is matched to a row by the identifiers it echoes, and what cannot be matched is
+never counted as done.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import json
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Literal
+
+from airflow_provider_attentive.client import EndpointName, Request, RequestOutcome, Result
+from airflow_provider_attentive.client.jobs import JobStatus
+from airflow_provider_attentive.client.results import ResultsDownloadError, download_results
+from airflow_provider_attentive.sync.delivery import BaseDelivery, PerRowDelivery, Sender
+from airflow_provider_attentive.sync.job_store import JobRecord, JobStore
+from airflow_provider_attentive.sync.object_type import Planned, Run
+from airflow_provider_attentive.sync.state import StateRow
+
+__all__ = ["RESULTS_RETENTION_S", "BulkAttributesDelivery", "BulkMode", "v2_user"]
+
+BulkMode = bool | Literal["auto"]
+RESULTS_RETENTION_S = 14 * 24 * 3600  # Attentive keeps a job's results file for two weeks
+_MAX_JOB_ID = 100
+
+
+def v2_user(body: dict[str, Any]) -> dict[str, Any]:
+    """A v1 attributes body (``{"properties", "user"}``) as a v2 bulk user: identifiers and custom attributes.
+
+    Never a ``subscriptions`` field: an attributes sync must not opt anyone in.
+    """
+    user = body.get("user") or {}
+    identifiers: dict[str, Any] = {k: user[k] for k in ("phone", "email") if user.get(k)}
+    client_user_id = (user.get("externalIdentifiers") or {}).get("clientUserId")
+    if client_user_id:
+        identifiers["clientUserId"] = client_user_id
+    return {"identifiers": identifiers, "attributes": {"custom": dict(body.get("properties") or {})}}
+
+
+def _identity_key(identifiers: Any) -> tuple[str, str, str] | None:
+    """What a results line and a row are matched on: the identifiers as submitted."""
+    if not isinstance(identifiers, dict):
+        return None
+    phone, email, client_user_id = (str(identifiers.get(k) or "") for k in ("phone", "email", "clientUserId"))
+    return (phone, email, client_user_id) if phone or email or client_user_id else None
+
+
+class BulkAttributesDelivery(BaseDelivery):
+    """Rows as v2 bulk jobs (``mode=True``), as v1 requests (``False``), or bulk from ``threshold`` rows up.
+
+    Whatever the mode, open jobs of earlier runs are reconciled, so switching bulk off never strands rows.
+
+    :param sender: the transport.
+    :param mode: ``True``, ``False`` or ``"auto"``.
+    :param threshold: in ``"auto"``, the rows to send that make a run go through bulk jobs.
+    :param batch_size: users per bulk request (1-256).
+    :param wait_s: how long :meth:`wait` polls this run's jobs (0: leave them to the next run).
+    :param poll_interval_s: the first pause between polls; it doubles up to 30 s.
+    :param allow_insecure_http: let the results link be plain http to a non-loopback host (never for real).
+    :param proxy: the connection's own proxy for the results download (the environment's is never used).
+    """
+
+    def __init__(
+        self,
+        sender: Sender,
+        *,
+        mode: BulkMode = "auto",
+        threshold: int = 100_000,
+        batch_size: int = 256,
+        wait_s: float = 600.0,
+        poll_interval_s: float = 1.0,
+        allow_insecure_http: bool = False,
+        proxy: str | None = None,
+    ) -> None:
+        if mode not in (True, False, "auto"):
+            raise ValueError(f"bulk must be True, False or 'auto', got {mode!r}")
+        if not 1 <= batch_size <= 256:
+            raise ValueError(f"bulk_batch_size must be between 1 and 256, got {batch_size!r}")
+        self.sender = sender
+        self.mode = mode
+        self.threshold = max(0, int(threshold))
+        # The engine batches intents by this: one bulk request each (v1 batches are the run's own size).
+        self.batch_size = batch_size if mode is not False else None
+        self.wait_s = max(0.0, float(wait_s))
+        self.poll_interval_s = max(0.05, float(poll_interval_s))
+        self.allow_insecure_http = allow_insecure_http
+        self.proxy = proxy
+        self.per_row = PerRowDelivery(sender)
+        self.fallback: str | None = None
+        self.submitted_jobs: list[str] = []
+
+    # ------------------------------------------------------------------------------------------ run ----
+
+    def bind(self, run: Run) -> None:
+        self.run = run
+        self.jobs = JobStore(run.state)
+        self.fallback = None
+        self.submitted_jobs = []
+
+    def summary_counters(self) -> dict[str, Any]:
+        return {
+            "bulk_jobs_submitted": 0,
+            "bulk_jobs_pending": 0,
+            "bulk_jobs_completed": 0,
+            "awaiting_results": 0,
+            "bulk_fallback": None,
+        }
+
+    def deliver(self, endpoint: str, batches: Iterable[Sequence[Planned]]) -> Iterator[tuple[Planned, Result]]:
+        batches = iter(batches)
+        if self.mode is False:
+            yield from self.per_row.deliver(endpoint, batches)
+            return
+        if self.mode == "auto":
+            buffered: list[Sequence[Planned]] = []
+            count = 0
+            for batch in batches:
+                buffered.append(batch)
+                count += len(batch)
+                if count >= self.threshold:
+                    break
+            else:
+                # Below the threshold v1 lands sooner: bulk jobs take hours (Attentive's own targets).
+                yield from self.per_row.deliver(endpoint, buffered)
+                return
+            batches = itertools.chain(buffered, batches)
+        yield from self._bulk(endpoint, batches)
+
+    def _bulk(self, endpoint: str, batches: Iterator[Sequence[Planned]]) -> Iterator[tuple[Planned, Result]]:
+        if not self.run.options.dry_run:
+            self.jobs.ensure_table()
+        in_flight: dict[int, list[Planned]] = {}
+        refused: list[list[Planned]] = []  # whole requests refused with a 400: split and sent again
+        to_v1: list[Sequence[Planned]] = []
+        counter = itertools.count()
+
+        def requests(source: Iterable[Sequence[Planned]]) -> Iterator[Request]:
+            for batch in source:
+                if self.fallback is not None:
+                    to_v1.append(batch)  # pulled (its intents written) but the run now goes through v1
+                    continue
+                key = next(counter)
+                in_flight[key] = list(batch)
+                yield Request(key=key, body={"users": [v2_user(item.body) for item in batch]})
+
+        pending: Iterable[Sequence[Planned]] = batches
+        while True:
+            for result in self.sender.send_many(EndpointName.BULK, requests(pending)):
+                items = in_flight.pop(int(result.key))
+                if result.ok:
+                    yield from self._submitted(items, result)
+                elif result.status == 400 and len(items) > 1:
+                    refused.append(items)
+                elif result.status in (403, 404) and self.mode == "auto":
+                    self._fall_back(result)
+                    to_v1.append(items)
+                else:
+                    # One request failed, not one per row: only the first row carries its attempts.
+                    quiet = dataclasses.replace(result, attempts=0, throttled=0)
+                    yield from ((item, result if i == 0 else quiet) for i, item in enumerate(items))
+            if not refused:
+                break
+            # A whole-request 400 names no user: halves, recursively, until the offending users are alone.
+            pending = [half for items in refused for half in (items[: len(items) // 2], items[len(items) // 2 :])]
+            refused = []
+        if to_v1:
+            yield from self.per_row.deliver(endpoint, itertools.chain(to_v1, batches))
+
+    def _fall_back(self, result: Result) -> None:
+        if self.fallback is not None:
+            return
+        self.fallback = (
+            f"bulk jobs answered HTTP {result.status} ({result.error or 'no message'}): the key lacks "
+            "subscriptions:write or the account has no v2 bulk access; this run goes through v1"
+        )
+        self.run.summary.extra["bulk_fallback"] = self.fallback
+        self.run.log.warning("%s", self.fallback)
+
+    def _submitted(self, items: list[Planned], result: Result) -> Iterator[tuple[Planned, Result]]:
+        body = result.body if isinstance(result.body, dict) else {}
+        job_id = body.get("batchJobId") or body.get("bulkJobId")
+        if not isinstance(job_id, str) or not job_id.strip() or len(job_id) > _MAX_JOB_ID:
+            # Accepted, but with nothing to follow the job by: never counted as done; resent next run.
+            failed = _result(result.key, RequestOutcome.FAILED, result.status, "bulk job accepted without a job id")
+            yield from ((item, failed) for item in items)
+            return
+        self.jobs.record(self.run.options.sync_id, job_id, EndpointName.BULK.value, [item.key for item in items])
+        self.submitted_jobs.append(job_id)
+        summary = self.run.summary.extra
+        summary["bulk_jobs_submitted"] += 1
+        summary["awaiting_results"] += len(items)
+
+    # ------------------------------------------------------------------------------------ reconcile ----
+
+    def reconcile(self) -> Iterator[tuple[Planned, Result]]:
+        if self.run.options.dry_run or not self.jobs.exists():
+            return iter(())
+        return self._reconcile(self.jobs.open_jobs(self.run.options.sync_id))
+
+    def wait(self) -> Iterator[tuple[Planned, Result]]:
+        """Poll this run's jobs for up to ``wait_s``, yielding their rows' answers as the jobs finish."""
+        if not self.submitted_jobs or self.wait_s <= 0:
+            self._count_pending()
+            return
+        deadline = time.monotonic() + self.wait_s
+        pause = self.poll_interval_s
+        mine = set(self.submitted_jobs)
+        while True:
+            open_jobs = [j for j in self.jobs.open_jobs(self.run.options.sync_id) if j.job_id in mine]
+            if not open_jobs:
+                break
+            yield from self._reconcile(open_jobs)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.run.halted:
+                break
+            if not [j for j in self.jobs.open_jobs(self.run.options.sync_id) if j.job_id in mine]:
+                break
+            time.sleep(min(pause, remaining))
+            self.run.progress()  # also keeps the lock alive while waiting
+            pause = min(pause * 2, 30.0)
+        self._count_pending()
+
+    def _count_pending(self) -> None:
+        if self.run.options.dry_run or not self.jobs.exists():
+            return
+        self.run.summary.extra["bulk_jobs_pending"] = len(self.jobs.open_jobs(self.run.options.sync_id))
+
+    def pending_job_ids(self) -> list[str]:
+        """Open jobs of this sync (for a trigger to wait on)."""
+        if not self.jobs.exists():
+            return []
+        return [job.job_id for job in self.jobs.open_jobs(self.run.options.sync_id)]
+
+    def _reconcile(self, open_jobs: Sequence[JobRecord]) -> Iterator[tuple[Planned, Result]]:
+        if not open_jobs:
+            return
+        sync_id = self.run.options.sync_id
+        checks = [Request(key=job.job_id, path_params={"bulkJobId": job.job_id}) for job in open_jobs]
+        records = {job.job_id: job for job in open_jobs}
+        statuses: dict[str, JobStatus] = {}
+        for result in self.sender.send_many(EndpointName.BULK_JOB, checks):
+            job_id = str(result.key)
+            if result.ok:
+                statuses[job_id] = JobStatus.from_answer(job_id, result.body)
+            else:
+                statuses[job_id] = JobStatus.unknown(job_id, f"HTTP {result.status}: {result.error}")
+        for job_id, status in statuses.items():
+            record = records[job_id]
+            if status.completed and status.url:
+                yield from self._mine(job_id, self._read_results(record, status.url))
+            elif status.finished:  # FAILED: nothing was applied that can be told apart; resent
+                yield from self._mine(job_id, self._fail_rows(record, "FAILED", f"bulk job {job_id} failed; resent"))
+            elif record.age().total_seconds() > RESULTS_RETENTION_S:
+                message = f"bulk job {job_id} unfinished after two weeks; its rows are resent"
+                yield from self._mine(job_id, self._fail_rows(record, "EXPIRED", message))
+            else:
+                self.jobs.update(sync_id, job_id, status.status or "UNKNOWN", status.reason)
+
+    def _mine(self, job_id: str, answers: Iterator[tuple[Planned, Result]]) -> Iterator[tuple[Planned, Result]]:
+        """Answers for a job's rows; those of this run's jobs no longer await their results."""
+        mine = job_id in self.submitted_jobs
+        for answer in answers:
+            if mine:
+                self.run.summary.extra["awaiting_results"] -= 1
+            yield answer
+
+    def _fail_rows(self, record: JobRecord, closed: str, message: str) -> Iterator[tuple[Planned, Result]]:
+        sync_id = self.run.options.sync_id
+        for row in self.jobs.rows(sync_id, record.job_id):
+            yield _planned(row), _result(row.pk, RequestOutcome.FAILED, None, message)
+        self.jobs.update(sync_id, record.job_id, closed, message)
+
+    def _read_results(self, record: JobRecord, url: str) -> Iterator[tuple[Planned, Result]]:
+        sync_id = self.run.options.sync_id
+        rows = self.jobs.rows(sync_id, record.job_id)
+        by_identity: dict[tuple[str, str, str], collections.deque[StateRow]] = collections.defaultdict(
+            collections.deque
+        )
+        unmatchable: list[StateRow] = []
+        for row in rows:
+            key = _identity_key(_json(row.identity))
+            if key is None:
+                unmatchable.append(row)
+            else:
+                by_identity[key].append(row)
+        answered: list[tuple[Planned, Result]] = []
+        unreadable = 0
+        try:
+            for line in download_results(url, allow_insecure_http=self.allow_insecure_http, proxy=self.proxy):
+                item = _json(line)
+                request = item.get("request") if isinstance(item, dict) else None
+                response = item.get("response") if isinstance(item, dict) else None
+                key = _identity_key(request.get("identifiers") if isinstance(request, dict) else None)
+                queue = by_identity.get(key) if key else None
+                if not queue or not isinstance(response, dict):
+                    unreadable += 1
+                    continue
+                row = queue.popleft()
+                answered.append((_planned(row), _line_result(row.pk, response)))
+        except ResultsDownloadError as exc:
+            if not exc.final:
+                # The link may work on the next try: the job stays open and its rows keep waiting.
+                self.jobs.update(sync_id, record.job_id, "COMPLETED_UNREAD", str(exc))
+                return
+            answered = []  # an expired link: none of the lines read so far is trusted alone
+            message = f"results of bulk job {record.job_id} could not be read ({exc}); resent next run"
+            yield from self._fail_rows(record, "EXPIRED", message)
+            return
+        yield from answered
+        missing = [row for queue in by_identity.values() for row in queue] + unmatchable
+        for row in missing:
+            yield _planned(row), _result(row.pk, RequestOutcome.FAILED, None, "no line in the bulk job's results")
+        if unreadable or missing:
+            self.run.log.warning(
+                "bulk job %s: %d result line(s) unreadable or unmatched, %d row(s) without a line (resent next run)",
+                record.job_id,
+                unreadable,
+                len(missing),
+            )
+        self.run.summary.extra["bulk_jobs_completed"] += 1
+        self.jobs.update(sync_id, record.job_id, "COMPLETED", None)
+
+
+def _json(text: str | None) -> Any:
+    try:
+        return json.loads(text or "")
+    except ValueError:
+        return None
+
+
+def _planned(row: StateRow) -> Planned:
+    return Planned(row.pk, row.op or "added", row.attempt_hash or "", None, {})
+
+
+def _line_result(key: str, response: dict[str, Any]) -> Result:
+    status = response.get("status")
+    message = response.get("message")
+    text = str(message)[:500] if message is not None else None
+    if isinstance(status, int) and not isinstance(status, bool) and 200 <= status < 300:
+        return _result(key, RequestOutcome.OK, status, None)
+    if status in (401, 403):
+        # About the job's item, not this run's key (which just read the job): the row is resent, the run goes on.
+        return _result(key, RequestOutcome.FAILED, None, f"the results say HTTP {status}: {text or 'no message'}")
+    if isinstance(status, int) and not isinstance(status, bool) and 400 <= status < 500 and status not in (408, 429):
+        return _result(key, RequestOutcome.REJECTED, status, text or f"HTTP {status}")
+    return _result(key, RequestOutcome.FAILED, status if isinstance(status, int) else None, text or "no usable status")
+
+
+def _result(key: Any, outcome: RequestOutcome, status: int | None, error: str | None) -> Result:
+    return Result(
+        key=key,
+        endpoint=EndpointName.BULK,
+        outcome=outcome,
+        status=status,
+        body=None,
+        error=error,
+        attempts=0,  # an answer read from a job's results, not a request of its own
+        throttled=0,
+        elapsed_s=0.0,
+    )
