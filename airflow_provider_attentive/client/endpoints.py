@@ -62,6 +62,9 @@ class Endpoint:
     scope: str | tuple[str, ...] | None
     default_rate: float
     idempotent: bool
+    #: Attentive texts the person when this is applied again (subscribe, unsubscribe): an answer that does not
+    #: say it was refused (a 5xx) leaves it in doubt instead of being retried
+    notifies_on_repeat: bool = False
 
     @property
     def scopes(self) -> tuple[str, ...]:
@@ -111,8 +114,10 @@ _TABLE = (
     # and a repeated event can trigger a journey twice: one that may have been applied is in doubt, not resent.
     Endpoint(EndpointName.EVENTS, "POST", "/v1/events/custom", "events:write", 150.0, False),
     # Attentive texts the person again on a repeated subscribe/unsubscribe, so a resend is not harmless.
-    Endpoint(EndpointName.SUBSCRIBE, "POST", "/v1/subscriptions", "subscriptions:write", 10.0, False),
-    Endpoint(EndpointName.UNSUBSCRIBE, "POST", "/v1/subscriptions/unsubscribe", "subscriptions:write", 5.0, False),
+    Endpoint(EndpointName.SUBSCRIBE, "POST", "/v1/subscriptions", "subscriptions:write", 10.0, False, True),
+    Endpoint(
+        EndpointName.UNSUBSCRIBE, "POST", "/v1/subscriptions/unsubscribe", "subscriptions:write", 5.0, False, True
+    ),
     Endpoint(EndpointName.SUBSCRIPTIONS_READ, "GET", "/v1/subscriptions", "subscriptions:read", 150.0, True),
     Endpoint(EndpointName.IDENTITY, "POST", "/v1/identity-resolution/user-identifiers", "identity:write", 10.0, True),
     # v2 bulk jobs and segments (100 requests/s each). A bulk job is an upsert of the same users and a

@@ -9,7 +9,8 @@ without a server:
 * 408, 5xx, network errors -> exponential backoff with full jitter, up to ``max_attempts``.
 * other 4xx -> permanent: retrying an invalid body or a bad key gives the same answer.
 * non-idempotent endpoints (subscribe, unsubscribe) -> never resent when the first try may have
-  reached Attentive; see :func:`may_have_been_sent`.
+  reached Attentive; see :func:`may_have_been_sent`. For subscribe and unsubscribe a 5xx answer is in doubt
+  too (it may come after the write), since a repeat texts the person.
 """
 
 from __future__ import annotations
@@ -146,8 +147,13 @@ class RetryPolicy:
         rng: random.Random | None = None,
         *,
         now: float | None = None,
+        notifies_on_repeat: bool = False,
     ) -> Decision:
-        """Decide after an HTTP answer with ``status``; updates ``state``."""
+        """Decide after an HTTP answer with ``status``; updates ``state``.
+
+        ``notifies_on_repeat``: the request texts the person when applied twice (subscribe, unsubscribe), so a
+        5xx, which does not say whether it was applied first (a gateway timeout after the write), is in doubt.
+        """
         if 200 <= status < 300:
             state.attempts += 1
             return Decision(RequestOutcome.OK)
@@ -162,6 +168,8 @@ class RetryPolicy:
             state.throttled_s += wait
             return Decision(None, wait, "rate limited (429)")
         state.attempts += 1
+        if status >= 500 and notifies_on_repeat:
+            return Decision(RequestOutcome.IN_DOUBT, reason=f"HTTP {status}: Attentive may have applied it")
         if status == 408 or status >= 500:
             if state.attempts >= self.max_attempts:
                 return Decision(RequestOutcome.FAILED, reason=f"gave up after {state.attempts} attempts")

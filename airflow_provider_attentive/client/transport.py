@@ -387,7 +387,9 @@ class AttentiveTransport:
         if remaining is not None:
             self._limiter.note_remaining(endpoint.name, remaining, _header_int(response.headers, "x-ratelimit-limit"))
         retry_after = response.headers.get("retry-after")
-        decision = policy.after_status(state, response.status_code, retry_after, self._rng)
+        decision = policy.after_status(
+            state, response.status_code, retry_after, self._rng, notifies_on_repeat=endpoint.notifies_on_repeat
+        )
         if response.status_code == 429:
             explicit = parse_retry_after(retry_after) is not None and decision.retry
             self._limiter.note_throttled(endpoint.name, decision.delay_s if explicit else None)

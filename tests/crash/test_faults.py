@@ -278,7 +278,9 @@ def test_member_whose_unsubscribe_failed_and_who_comes_back_is_not_subscribed_ag
     sync(range(10))
     client.set_faults(error_rate=1.0, endpoints=["unsubscribe"])  # the unsubscribe of member 0 fails
     left = sync(range(1, 10))
-    assert left["failed"]["removed"] == 1
+    # A 5xx on an unsubscribe is in doubt (it might have been applied); the eligibility check then finds the
+    # person still subscribed and records the unsubscribe as failed.
+    assert left["in_doubt"] == 1 and left["failed"]["removed"] == 0
     client.clear_faults()
     back = sync(range(10))  # member 0 is back: still subscribed in Attentive, nothing to send
     assert back["requests"] == 0 and back["unchanged"] == 10

@@ -252,3 +252,32 @@ def test_a_postgres_cast_error_mid_stream_does_not_quote_the_phone(
     assert "rows " in message and "of the model" in message, message
     assert "415" not in message and "0199" not in message and exc.value.__suppress_context__, message
     conn.close()
+
+
+# --------------------------------------------------------- 8. a subscribe applied, then answered 5xx ----
+
+
+@pytest.mark.parametrize("can_read", [True, False])
+def test_a_subscribe_answered_5xx_after_it_was_applied_is_never_sent_twice(
+    warehouse: sqlite3.Connection, attentive_emulator: Emulator, can_read: bool
+) -> None:
+    from tests.helpers.engine import engine_runner
+    from tests.helpers.engine import transport as make_transport
+
+    scopes = ["subscriptions:write", "attributes:write"] + (["subscriptions:read"] if can_read else [])
+    attentive_emulator.client.add_key("gateway", scopes=scopes)
+    set_members(warehouse, range(20))
+    attentive_emulator.client.set_faults(apply_then_5xx_rate=1.0, endpoints=["subscribe"])
+    with make_transport(attentive_emulator.url, api_key="gateway") as sender:
+        run = engine_runner(sender)
+        first = run(subs(), warehouse, SUBS_SQL, mode="add", max_failed_ratio=1.0)
+        attentive_emulator.client.clear_faults()
+        second = run(subs(), warehouse, SUBS_SQL, mode="add", max_failed_ratio=1.0)
+
+    stats = attentive_emulator.client.stats()
+    assert stats["endpoints"]["subscribe"]["requests"] == 20 and stats["repeat_subscribes"] == 0
+    if can_read:  # resolved by the eligibility check: they are subscribed, and recorded so
+        assert _state(warehouse, "test.sync")[phone(3)][:2] == ("ok", "subscribed")
+        assert second["unchanged"] == 20
+    else:  # reported, neither resent nor undone
+        assert first["in_doubt"] == 20 and second["in_doubt"] == 20
