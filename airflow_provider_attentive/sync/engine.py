@@ -29,12 +29,10 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from airflow_provider_attentive.client import RequestOutcome, Result
+from airflow_provider_attentive.client import Result
 from airflow_provider_attentive.sync.budget import SendBudget
 from airflow_provider_attentive.sync.delivery import Delivery, PerRowDelivery, Sender
 from airflow_provider_attentive.sync.errors import (
-    AttentiveAuthError,
-    AttentiveUnavailable,
     RunStopped,
     SyncConfigError,
     SyncLockedError,
@@ -42,10 +40,11 @@ from airflow_provider_attentive.sync.errors import (
 )
 from airflow_provider_attentive.sync.object_type import Batch, Invalid, ObjectType, Planned, Prepared
 from airflow_provider_attentive.sync.options import SyncOptions
+from airflow_provider_attentive.sync.recorder import Recorder
 from airflow_provider_attentive.sync.source import SqlSource, database_error, is_database_error
 from airflow_provider_attentive.sync.state import KNOWN_STATUSES, Intent, RowOutcome, StateRow, StateStore
 from airflow_provider_attentive.sync.summary import Summary, render_table
-from airflow_provider_attentive.sync.values import mask_key, printable
+from airflow_provider_attentive.sync.values import mask_key
 
 __all__ = ["SyncEngine", "SyncOptions"]
 
@@ -98,16 +97,13 @@ class SyncEngine:
             run_id=options.run_id,
         )
         self._state_ready = False
-        self._outcomes: list[RowOutcome] = []
-        self._last_flush = time.monotonic()
         self.budget = SendBudget(options, self.summary, self.log)
         self._started = self.budget.started
         self._last_progress = self._started
-        self._done = 0
         self._halt: RunStopped | None = None  # set when no further request can succeed; checked per batch
-        self._consecutive_failures = 0
         self._lock_holder = f"{options.run_id}:{uuid.uuid4().hex[:8]}"
         self._stats_start = self._stats_snapshot()
+        self.recorder = Recorder(self)
         obj.bind(self)
         self.delivery.bind(self)
         self.summary.extra.update(obj.summary_counters())
@@ -372,100 +368,9 @@ class SyncEngine:
         self._record_all(self.delivery.deliver(endpoint, admitted()))
 
     def _record_all(self, answers: Iterable[tuple[Planned, Result]], *, earlier: bool = False) -> None:
+        record = self.recorder.record_earlier if earlier else self.recorder.record
         for item, result in answers:
-            if earlier:
-                self._record_earlier(item, result)
-            else:
-                self._record(item, result)
-
-    def _record_earlier(self, item: Planned, result: Result) -> None:
-        """An answer for a row an earlier run sent (a finished bulk job): recorded, counted apart."""
-        outcome = result.outcome
-        status = (
-            "ok" if outcome is RequestOutcome.OK else "rejected" if outcome is RequestOutcome.REJECTED else "failed"
-        )
-        self.summary.reconciled[status] += 1
-        answer = self.obj.read_ok(item, result) if status == "ok" else None
-        if answer is not None and answer.stop is not None:
-            self.stop(answer.stop)
-        if status != "ok":
-            self.summary.error(mask_key(item.key), result.error or status, result.status)
-        self._outcomes.append(
-            RowOutcome(
-                pk=item.key,
-                op=item.op,
-                status=status,
-                attempt_hash=item.attempt_hash,
-                http_status=result.status,
-                message=answer.message if answer is not None and answer.message else result.error,
-                member=answer.member if answer is not None else None,
-                log_key=mask_key(item.key),
-                confirm=answer.confirm if answer is not None else True,
-            )
-        )
-        self.flush()
-
-    # ------------------------------------------------------------------------------ outcomes ----
-
-    def _record(self, item: Planned, result: Result) -> None:
-        s = self.summary
-        op = item.op
-        member = None
-        confirm = True
-        status = result.outcome.value
-        message = result.error
-        if result.outcome is RequestOutcome.OK:
-            s.succeeded[op] += 1
-            answer = self.obj.read_ok(item, result)
-            if answer.stop is not None:
-                self.stop(answer.stop)
-            member = answer.member
-            confirm = answer.confirm
-            if answer.message is not None:
-                message = answer.message
-        elif result.outcome is RequestOutcome.IN_DOUBT:
-            s.in_doubt += 1
-            s.error(mask_key(item.key), f"in doubt: {message}", result.status)
-        else:
-            s.failed[op] += 1
-            if result.status in (401, 403):
-                # The key or its permissions, not the row: record the row as failed so that the next run,
-                # with a fixed key, sends it; a rejected row would wait for its data to change.
-                status = RequestOutcome.FAILED.value
-                self.stop(AttentiveAuthError(_auth_message(result)))
-            elif result.outcome is RequestOutcome.REJECTED:
-                s.rejected += 1
-            s.error(mask_key(item.key), message or status, result.status)
-        if result.outcome is RequestOutcome.OK or result.outcome is RequestOutcome.REJECTED:
-            self._consecutive_failures = 0  # Attentive answered: it is up
-        elif result.attempts or result.throttled:
-            # Only requests count: rows told "failed" by a job's results, or the other rows of one failed bulk
-            # request, say nothing more about whether Attentive is up.
-            self._consecutive_failures += 1
-            if self._consecutive_failures >= self.options.max_consecutive_failures:
-                self.stop(
-                    AttentiveUnavailable(
-                        f"Attentive looks unavailable: the last {self._consecutive_failures} requests all failed "
-                        f"after their retries (last: {message or status}). Stopped sending; what was sent is "
-                        "recorded and the rest goes out on the next run."
-                    )
-                )
-        self._done += 1
-        self.progress()
-        self._outcomes.append(
-            RowOutcome(
-                pk=item.key,
-                op=op,
-                status=status,
-                attempt_hash=item.attempt_hash,
-                http_status=result.status,
-                message=message,
-                member=member,
-                log_key=mask_key(item.key),
-                confirm=confirm,
-            )
-        )
-        self.flush()
+            record(item, result)
 
     def _unrecognised(self, st: StateRow) -> str | None:
         """Why the engine does not recognise a state row, or None."""
@@ -474,36 +379,17 @@ class SyncEngine:
         return self.obj.unrecognised_state(st)
 
     def _invalid(self, key: str | None, reason: str, *, shown: str | None = None) -> None:
-        s = self.summary
-        # A key with a NUL or a lone surrogate must still be writable to the log table (PostgreSQL refuses both).
-        shown = printable(shown or (mask_key(key) if key is not None else "<NULL>"))
-        reason = printable(reason)
-        s.invalid_row(shown, reason)
-        if not self.options.dry_run:
-            self._outcomes.append(
-                RowOutcome(
-                    pk=key or "", op="validate", status="invalid", message=reason, log_key=shown, write_state=False
-                )
-            )
-            self.flush()
+        self.recorder.invalid(key, reason, shown=shown)
 
     def flush(self, force: bool = False) -> None:
-        if self.options.dry_run or not self._outcomes:
-            return
-        if (
-            not force
-            and len(self._outcomes) < self.options.batch_size
-            and (time.monotonic() - self._last_flush < self.options.flush_interval_s)
-        ):
-            return
-        outcomes, self._outcomes = self._outcomes, []
-        self.state.write_outcomes(self.options.sync_id, self.options.run_id, outcomes)
-        self._last_flush = time.monotonic()
-        self.state.refresh_lock(self.options.sync_id, self._lock_holder, self.options.lock_ttl_s)
+        self.recorder.flush(force)
 
     def write_outcomes(self, outcomes: Sequence[RowOutcome]) -> None:
-        if outcomes:
-            self.state.write_outcomes(self.options.sync_id, self.options.run_id, outcomes)
+        self.recorder.write_outcomes(outcomes)
+
+    def refresh_lock(self) -> None:
+        """Extend the run's lock (done whenever outcomes are written)."""
+        self.state.refresh_lock(self.options.sync_id, self._lock_holder, self.options.lock_ttl_s)
 
     # ------------------------------------------------------------------------------------- recovery ----
 
@@ -575,15 +461,15 @@ class SyncEngine:
         if not self.options.dry_run:
             self._hold_lock()
         elapsed = now - self._started
-        rate = self._done / elapsed if elapsed > 0 else 0.0
-        backlog = self.budget.sent - self._done
+        rate = self.recorder.done / elapsed if elapsed > 0 else 0.0
+        backlog = self.budget.sent - self.recorder.done
         eta = f"{backlog / rate:.0f}s" if rate > 0 else "?"
         s = self.summary
         self.log.info(
             "progress: read %d rows, sent %d, done %d (%.1f/s), failed %d, invalid %d, in flight %d, eta %s",
             s.rows_read,
             self.budget.sent,
-            self._done,
+            self.recorder.done,
             rate,
             s.total(s.failed),
             s.invalid,
@@ -601,19 +487,6 @@ class SyncEngine:
             "retries": int(snap.get("retries", 0)),
             "throttled": int(snap.get("throttled", 0)),
         }
-
-
-def _auth_message(result: Result) -> str:
-    detail = f" ({result.error})" if result.error else ""
-    if result.status == 401:
-        return (
-            f"Attentive refused the API key (HTTP 401){detail}: fix the key in the Attentive connection. "
-            "Rows refused for this reason are recorded as failed and go out on the next run."
-        )
-    return (
-        f"the API key may not call {result.endpoint} (HTTP 403){detail}: give the custom app the permission this "
-        "sync needs in Attentive. Rows refused for this reason are recorded as failed and go out on the next run."
-    )
 
 
 def _identity(prepared: Prepared | None) -> str | None:
