@@ -97,8 +97,9 @@ class BulkAttributesDelivery(BaseDelivery):
         self.sender = sender
         self.mode = mode
         self.threshold = max(0, int(threshold))
+        self._bulk_batch_size = batch_size
         # The engine batches intents by this: one bulk request each (v1 batches are the run's own size).
-        self.batch_size = batch_size if mode is not False else None
+        self.batch_size: int | None = batch_size if mode is not False else None
         self.wait_s = max(0.0, float(wait_s))
         self.poll_interval_s = max(0.05, float(poll_interval_s))
         self.allow_insecure_http = allow_insecure_http
@@ -114,6 +115,7 @@ class BulkAttributesDelivery(BaseDelivery):
         self.jobs = JobStore(run.state)
         self.fallback = None
         self.submitted_jobs = []
+        self.batch_size = self._bulk_batch_size if self.mode is not False else None
 
     def summary_counters(self) -> dict[str, Any]:
         return {
@@ -129,7 +131,15 @@ class BulkAttributesDelivery(BaseDelivery):
         if self.mode is False:
             yield from self.per_row.deliver(endpoint, batches)
             return
+        if self.mode == "auto" and self.run.source.count_rows() < self.threshold:
+            # Fewer rows in the whole model than the threshold: v1 it is, in the run's own batches (the stream
+            # reads this before it cuts the first batch, which bounds how much a budget lets through at once).
+            self.batch_size = None
+            yield from self.per_row.deliver(endpoint, batches)
+            return
         if self.mode == "auto":
+            # The rows to send are known only once classified: up to ``threshold`` of them are held (their
+            # intents written) before the choice. Below it v1 lands sooner: bulk jobs take hours.
             buffered: list[Sequence[Planned]] = []
             count = 0
             for batch in batches:
@@ -138,7 +148,6 @@ class BulkAttributesDelivery(BaseDelivery):
                 if count >= self.threshold:
                     break
             else:
-                # Below the threshold v1 lands sooner: bulk jobs take hours (Attentive's own targets).
                 yield from self.per_row.deliver(endpoint, buffered)
                 return
             batches = itertools.chain(buffered, batches)

@@ -130,6 +130,19 @@ class SqlSource:
         finally:
             cur.close()
 
+    def count_rows(self) -> int:
+        """How many rows the model has (one ``COUNT(*)`` in the warehouse, no row read)."""
+        cur = self.conn.cursor()
+        try:
+            try:
+                self._execute(cur, f"SELECT COUNT(*) FROM {self._subquery()}")
+                row = cur.fetchone()
+            except Exception as exc:
+                raise self._model_error("could not count the model's rows", exc) from exc
+            return int(row[0]) if row else 0
+        finally:
+            cur.close()
+
     def check_primary_key(self, column: str, *, sample: int = 5) -> None:
         """Fail before anything is sent when the key column has NULLs or duplicates (checked in the warehouse).
 
