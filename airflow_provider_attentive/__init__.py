@@ -8,8 +8,9 @@ provider manager does to read the version) never loads Airflow's operator machin
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from airflow_provider_attentive._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -36,13 +37,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
+__getattr__ = lazy_exports(__name__, globals(), _LAZY)
 
 
 def __dir__() -> list[str]:

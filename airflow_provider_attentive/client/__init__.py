@@ -9,8 +9,9 @@ The public names below are imported on first use (PEP 562), so that reading ``cl
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from airflow_provider_attentive._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from airflow_provider_attentive.client.config import DEFAULT_BASE_URL, TransportConfig, normalize_base_url
@@ -100,13 +101,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+__getattr__ = lazy_exports(__name__, globals(), {name: f"{__name__}.{module}" for name, module in _EXPORTS.items()})
 
 
 def __dir__() -> list[str]:

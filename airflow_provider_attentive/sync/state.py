@@ -237,16 +237,7 @@ class StateStore:
                 )
 
     def _has_column(self, table: str, column: str) -> bool:
-        cur = self.conn.cursor()
-        try:
-            cur.execute(f"SELECT {column} FROM {table} WHERE 1 = 0")
-            cur.fetchall()
-            return True
-        except Exception:
-            self.conn.rollback()
-            return False
-        finally:
-            _close(cur)
+        return self._answers(f"SELECT {column} FROM {table} WHERE 1 = 0")
 
     def _create_status_index(self) -> None:
         # Every run looks for its sync's pending and in-doubt rows; without an index that is a scan of all the
@@ -262,9 +253,13 @@ class StateStore:
         return self._exists(self.state_table)
 
     def _exists(self, table: str) -> bool:
+        return self._answers(f"SELECT 1 FROM {table} WHERE 1 = 0")
+
+    def _answers(self, probe: str) -> bool:
+        """Whether a probe that reads no row runs (a table or column exists); a failure is rolled back."""
         cur = self.conn.cursor()
         try:
-            cur.execute(f"SELECT 1 FROM {table} WHERE 1 = 0")
+            cur.execute(probe)
             cur.fetchall()
             return True
         except Exception:
