@@ -211,7 +211,8 @@ class BulkAttributesDelivery(BaseDelivery):
             failed = _result(result.key, RequestOutcome.FAILED, result.status, "bulk job accepted without a job id")
             yield from ((item, failed) for item in items)
             return
-        self.jobs.record(self.run.options.sync_id, job_id, EndpointName.BULK.value, [item.key for item in items])
+        rows = [(item.key, json.dumps(v2_user(item.body)["identifiers"], sort_keys=True)) for item in items]
+        self.jobs.record(self.run.options.sync_id, job_id, EndpointName.BULK.value, rows)
         self.submitted_jobs.append(job_id)
         summary = self.run.summary.extra
         summary["bulk_jobs_submitted"] += 1
@@ -295,11 +296,23 @@ class BulkAttributesDelivery(BaseDelivery):
         sync_id = self.run.options.sync_id
         for row in self.jobs.rows(sync_id, record.job_id):
             yield _planned(row), _result(row.pk, RequestOutcome.FAILED, None, message)
-        self.jobs.update(sync_id, record.job_id, closed, message)
+        self._close(record.job_id, closed, message)
+
+    def _close(self, job_id: str, closed: str, message: str | None) -> None:
+        """Close a job once the outcomes of its rows, all yielded by now, are written.
+
+        The engine buffers outcomes; a job closed first and the run killed before the buffer was written would
+        leave its rows ``submitted`` under a closed job: never reconciled again, and never resent.
+        """
+        self.run.flush(force=True)
+        self.jobs.update(self.run.options.sync_id, job_id, closed, message)
 
     def _read_results(self, record: JobRecord, url: str) -> Iterator[tuple[Planned, Result]]:
         sync_id = self.run.options.sync_id
         rows = self.jobs.rows(sync_id, record.job_id)
+        if not rows:  # its outcomes were written, and the run stopped before it closed the job
+            self._close(record.job_id, "COMPLETED", None)
+            return
         by_identity: dict[tuple[str, str, str], collections.deque[StateRow]] = collections.defaultdict(
             collections.deque
         )
@@ -345,7 +358,7 @@ class BulkAttributesDelivery(BaseDelivery):
                 len(missing),
             )
         self.run.summary.extra["bulk_jobs_completed"] += 1
-        self.jobs.update(sync_id, record.job_id, "COMPLETED", None)
+        self._close(record.job_id, "COMPLETED", None)
 
 
 def _json(text: str | None) -> Any:

@@ -72,20 +72,24 @@ class JobStore:
     def exists(self) -> bool:
         return self.state._exists(self.table)
 
-    def record(self, sync_id: str, job_id: str, endpoint: str, keys: Sequence[str]) -> None:
-        """Record a job Attentive accepted and mark its rows ``submitted``, in one transaction."""
+    def record(self, sync_id: str, job_id: str, endpoint: str, rows: Sequence[tuple[str, str]]) -> None:
+        """Record a job Attentive accepted and mark its rows ``submitted``, in one transaction.
+
+        ``rows`` are ``(key, identity)``: the identifiers each row was submitted under (JSON), which the job's
+        results echo and are matched on.
+        """
         p = self.state.p
         now = utcnow()
         try:
             self.state._execute(
                 f"INSERT INTO {self.table} (sync_id, job_id, endpoint, row_count, submitted_at, status, checked_at) "
                 f"VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})",
-                (sync_id, job_id, endpoint, len(keys), now, "SUBMITTED", now),
+                (sync_id, job_id, endpoint, len(rows), now, "SUBMITTED", now),
             )
             self.state._executemany(
-                f"UPDATE {self.state.state_table} SET status = {p}, job_id = {p}, updated_at = {p} "
+                f"UPDATE {self.state.state_table} SET status = {p}, job_id = {p}, identity = {p}, updated_at = {p} "
                 f"WHERE sync_id = {p} AND pk = {p}",
-                [("submitted", job_id, now, sync_id, key) for key in keys],
+                [("submitted", job_id, identity, now, sync_id, key) for key, identity in rows],
             )
             self.state.conn.commit()
         except Exception:

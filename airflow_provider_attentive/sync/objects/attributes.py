@@ -74,8 +74,4 @@ class AttributesType(ObjectType):
                 return Invalid(str(exc))
         if not properties:
             return Invalid("every attribute is NULL; nothing to send", empty=True)
-        # The identifiers are kept with the row: a bulk job's results are matched to rows by them.
-        identity: dict[str, str] = {k: user_obj[k] for k in ("phone", "email") if k in user_obj}
-        if "externalIdentifiers" in user_obj:
-            identity["clientUserId"] = user_obj["externalIdentifiers"]["clientUserId"]
-        return Prepared(payload={"properties": properties, "user": user_obj}, identity=identity, note=note)
+        return Prepared(payload={"properties": properties, "user": user_obj}, note=note)
