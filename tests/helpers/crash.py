@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,11 @@ class Run:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
 
+    def freeze(self) -> None:
+        """SIGSTOP: the process stays as it is, reading no answer and writing nothing, until it is killed."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGSTOP)
+
     @property
     def killed(self) -> bool:
         return self.rc == -signal.SIGKILL
@@ -278,13 +284,33 @@ class Launcher:
         base = request_count(self.client, endpoint) if endpoint else 0
         target = rng.randint(*after)
         pause = rng.uniform(0.0, 0.02) if endpoint else rng.uniform(*delay)
+
+        def ready() -> bool:
+            return endpoint is None or request_count(self.client, endpoint) - base >= target
+
+        return self.kill_when(config, ready, pause=pause, timeout=timeout)
+
+    def kill_when(
+        self,
+        config: dict[str, Any],
+        ready: Callable[[], bool],
+        *,
+        pause: float = 0.0,
+        then: Callable[[Run], None] | None = None,
+        timeout: float = 60,
+    ) -> Run:
+        """Start a run and SIGKILL it ``pause`` seconds after ``ready()`` first holds (polled every 5 ms).
+
+        ``then(run)`` is called between ``ready()`` and the pause: to freeze the run and wait for what
+        Attentive does meanwhile, say.
+        """
+        self.warehouse.wait_lock_expiry(config["sync_id"])
         run = self.start(config)
         deadline = time.monotonic() + timeout
-        if endpoint:
-            while run.poll() is None and time.monotonic() < deadline:
-                if request_count(self.client, endpoint) - base >= target:
-                    break
-                time.sleep(0.005)
+        while run.poll() is None and time.monotonic() < deadline and not ready():
+            time.sleep(0.005)
+        if then is not None:
+            then(run)
         time.sleep(pause)
         run.kill()
         run.wait()
