@@ -209,6 +209,9 @@ class SyncEngine:
         first_chunk = True
         shared = obj.shared_key_counter
         handled: set[str] = set()  # keys decided this run (a set of people: audiences, not event logs)
+        carry: list[Planned] = []  # planned rows not yet in a full batch (deliveries with their own batch size)
+        carry_existing: set[str] = set()
+        carried: set[str] = set()  # their keys: a later chunk's row with one of them is a repeat
         for _, rows in self.source.stream():
             self.summary.rows_read += len(rows)
             if first_chunk and (cards := obj.card_columns(rows)):
@@ -248,7 +251,11 @@ class SyncEngine:
                         self.summary.extra[shared] += 1
                         continue
                     handled.add(key)
-                if key in batched or (st is not None and st.status == "pending" and st.run_id == self.options.run_id):
+                if (
+                    key in batched
+                    or key in carried
+                    or (st is not None and st.status == "pending" and st.run_id == self.options.run_id)
+                ):
                     # Distinct warehouse values can share one key text (1 and '1' in a SQLite column), which the
                     # warehouse check cannot see: a second intent in this chunk would fail the run, and a second
                     # request while the first is in flight (its intent is this run's) races with it.
@@ -293,11 +300,25 @@ class SyncEngine:
                     "allow them with allow_sensitive_columns=[...]."
                 )
             first_chunk = False
-            size = self.delivery.batch_size or self.options.batch_size
             existing = set(known)
-            for start in range(0, len(planned), size):
-                yield Batch(planned[start : start + size], existing)
+            if self.delivery.batch_size:
+                # A delivery that sends a batch as one request wants full batches: rows left over from this chunk
+                # wait for the next one (1,000-row chunks would otherwise make 256+256+256+232).
+                carry.extend(planned)
+                carried.update(item.key for item in planned)
+                carry_existing |= existing & {item.key for item in planned}
+                size = self.delivery.batch_size
+                while len(carry) >= size:
+                    batch, carry = carry[:size], carry[size:]
+                    keys = {item.key for item in batch}
+                    carried -= keys
+                    yield Batch(batch, carry_existing & keys)
+            else:
+                for start in range(0, len(planned), self.options.batch_size):
+                    yield Batch(planned[start : start + self.options.batch_size], existing)
             self.progress()
+        if carry:
+            yield Batch(carry, carry_existing & {item.key for item in carry})
 
     def _classify(self, key: str, row: Sequence[Any], st: StateRow | None) -> tuple[str, str] | None:
         """Return ``(operation, hash)`` when the row must be sent, else count why not and return None."""

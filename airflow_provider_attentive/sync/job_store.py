@@ -68,6 +68,15 @@ class JobStore:
             self.state.conn.rollback()
             if not self.state._exists(self.table):  # another process may have created it meanwhile
                 raise
+            return
+        # Reconciling reads each job's rows by job id: without this, every job scans the sync's waiting rows.
+        try:
+            self.state._execute(
+                f"CREATE INDEX {self.state.prefix}sync_state_job ON {self.state.state_table} (sync_id, job_id)"
+            )
+            self.state.conn.commit()
+        except Exception:  # an optimisation only: a database that refuses it still works, just slower
+            self.state.conn.rollback()
 
     def exists(self) -> bool:
         return self.state._exists(self.table)
