@@ -126,6 +126,12 @@ class BulkAttributesDelivery(BaseDelivery):
             "bulk_fallback": None,
         }
 
+    def progress_note(self) -> str:
+        extra = self.run.summary.extra
+        if not extra.get("bulk_jobs_submitted") and not extra.get("bulk_jobs_completed"):
+            return ""
+        return f", bulk jobs submitted {extra['bulk_jobs_submitted']}, finished {extra['bulk_jobs_completed']}"
+
     def deliver(self, endpoint: str, batches: Iterable[Sequence[Planned]]) -> Iterator[tuple[Planned, Result]]:
         batches = iter(batches)
         if self.mode is False:

@@ -56,6 +56,10 @@ class Delivery(Protocol):
         """After the rows: wait (within the delivery's own limit) for this run's outstanding answers."""
         ...
 
+    def progress_note(self) -> str:
+        """What the progress line adds for this delivery (``", jobs ..."``), or ``""``."""
+        ...
+
 
 class BaseDelivery:
     """Defaults for a delivery that answers every row at once: nothing to reconcile, nothing to wait for."""
@@ -73,6 +77,9 @@ class BaseDelivery:
 
     def wait(self) -> Iterator[tuple[Planned, Result]]:
         return iter(())
+
+    def progress_note(self) -> str:
+        return ""
 
 
 class PerRowDelivery(BaseDelivery):

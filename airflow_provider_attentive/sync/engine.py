@@ -487,7 +487,7 @@ class SyncEngine:
         eta = f"{backlog / rate:.0f}s" if rate > 0 else "?"
         s = self.summary
         self.log.info(
-            "progress: read %d rows, sent %d, done %d (%.1f/s), failed %d, invalid %d, in flight %d, eta %s",
+            "progress: read %d rows, sent %d, done %d (%.1f/s), failed %d, invalid %d, in flight %d, eta %s%s",
             s.rows_read,
             self.budget.sent,
             self.recorder.done,
@@ -496,6 +496,7 @@ class SyncEngine:
             s.invalid,
             backlog,
             eta,
+            self.delivery.progress_note(),
         )
 
     def _stats_snapshot(self) -> dict[str, int]:

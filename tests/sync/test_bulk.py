@@ -201,3 +201,33 @@ def test_a_results_line_is_read_defensively(response: dict[str, Any], outcome: s
     result = _line_result("k", response)
     assert result.outcome.value == outcome
     assert result.status not in (401, 403)  # a line never stops the run as if this run's key were refused
+
+
+class UnreadablePhoneForRow7(AttributesType):
+    """Row 7 reaches Attentive with a phone it refuses (not E.164): one line of the job's results says 400."""
+
+    def prepare(self, row: Sequence[Any], key: str) -> Prepared | Invalid:
+        prepared = super().prepare(row, key)
+        if key == "7" and isinstance(prepared, Prepared):
+            prepared.payload["user"]["phone"] = "555-0100"
+        return prepared
+
+
+def test_a_per_item_rejection_in_the_results_is_recorded_and_not_resent_until_the_row_changes(
+    warehouse: sqlite3.Connection,
+    transport: AttentiveTransport,
+    attentive_emulator: Emulator,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    create_customers(warehouse, 300)
+    obj = UnreadablePhoneForRow7(primary_key="customer_id", mapping=None, default_region=None)
+    caplog.set_level("INFO", logger="airflow_provider_attentive.sync")
+    summary, _ = bulk_run(warehouse, transport, obj=obj, progress_interval_s=0)
+    assert summary["rejected"] == 1 and summary["succeeded"]["added"] == 299
+    rejected = [e for e in summary["errors"] if e["key"] == "7"]
+    assert rejected and rejected[0]["http_status"] == 400 and "E.164" in rejected[0]["reason"]
+    assert statuses(warehouse) == {"ok": 299, "rejected": 1}
+    assert any("bulk jobs submitted 2, finished" in r.getMessage() for r in caplog.records)
+
+    again, _ = bulk_run(warehouse, transport, obj=obj)
+    assert again["skipped_rejected"] == 1 and request_count(attentive_emulator, "bulk") == 2
