@@ -8,9 +8,9 @@ provider manager does to read the version) never loads Airflow's operator machin
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from airflow_provider_attentive._lazy import lazy_exports
+import importlib
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -37,7 +37,26 @@ __all__ = [
 ]
 
 
-__getattr__ = lazy_exports(__name__, globals(), _LAZY)
+def _lazy_exports(package: str, namespace: dict[str, Any], exports: Mapping[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that imports ``exports[name]`` (a module path) the first time ``name`` is read.
+
+    The value is then kept in ``namespace`` (the module's globals), so later look-ups skip the function.
+    """
+
+    def __getattr__(name: str) -> Any:
+        module = exports.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        namespace[name] = value
+        return value
+
+    return __getattr__
+
+
+# Defined here, not in a module of its own: importing the package root (as the emulator does, which must load
+# nothing else of the product) then stays free of any other import. The client shares it.
+__getattr__ = _lazy_exports(__name__, globals(), _LAZY)
 
 
 def __dir__() -> list[str]:

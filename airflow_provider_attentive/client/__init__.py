@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from airflow_provider_attentive._lazy import lazy_exports
+from airflow_provider_attentive import _lazy_exports
 
 if TYPE_CHECKING:
     from airflow_provider_attentive.client.config import DEFAULT_BASE_URL, TransportConfig, normalize_base_url
@@ -101,7 +101,7 @@ __all__ = [
 ]
 
 
-__getattr__ = lazy_exports(__name__, globals(), {name: f"{__name__}.{module}" for name, module in _EXPORTS.items()})
+__getattr__ = _lazy_exports(__name__, globals(), {name: f"{__name__}.{module}" for name, module in _EXPORTS.items()})
 
 
 def __dir__() -> list[str]:
