@@ -239,15 +239,16 @@ class BulkAttributesDelivery(BaseDelivery):
         deadline = time.monotonic() + self.wait_s
         pause = self.poll_interval_s
         mine = set(self.submitted_jobs)
-        while True:
-            open_jobs = [j for j in self.jobs.open_jobs(self.run.options.sync_id) if j.job_id in mine]
-            if not open_jobs:
-                break
+
+        def still_open() -> list[JobRecord]:
+            return [j for j in self.jobs.open_jobs(self.run.options.sync_id) if j.job_id in mine]
+
+        open_jobs = still_open()
+        while open_jobs:
             yield from self._reconcile(open_jobs)
+            open_jobs = still_open()  # one read per round: it decides both whether to go on and what to poll
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self.run.halted:
-                break
-            if not [j for j in self.jobs.open_jobs(self.run.options.sync_id) if j.job_id in mine]:
+            if not open_jobs or remaining <= 0 or self.run.halted:
                 break
             time.sleep(min(pause, remaining))
             self.run.progress()  # also keeps the lock alive while waiting
