@@ -1,4 +1,4 @@
-"""Apache Airflow provider for Attentive: warehouse rows to custom attributes, events and subscriptions.
+"""Apache Airflow provider for Attentive: warehouse rows to custom attributes, events, subscriptions and segments.
 
 The public names are imported lazily (PEP 562), so ``import airflow_provider_attentive`` (which Airflow's
 provider manager does to read the version) never loads Airflow's operator machinery:
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from airflow_provider_attentive.hooks.attentive import AttentiveHook
     from airflow_provider_attentive.operators.attributes import AttentiveAttributesOperator
     from airflow_provider_attentive.operators.events import AttentiveEventsOperator
+    from airflow_provider_attentive.operators.segments import AttentiveSegmentsOperator
     from airflow_provider_attentive.operators.subscriptions import AttentiveSubscriptionsOperator
 
 #: public name -> the module that defines it
@@ -25,6 +26,7 @@ _LAZY = {
     "AttentiveHook": "airflow_provider_attentive.hooks.attentive",
     "AttentiveAttributesOperator": "airflow_provider_attentive.operators.attributes",
     "AttentiveEventsOperator": "airflow_provider_attentive.operators.events",
+    "AttentiveSegmentsOperator": "airflow_provider_attentive.operators.segments",
     "AttentiveSubscriptionsOperator": "airflow_provider_attentive.operators.subscriptions",
 }
 
@@ -32,6 +34,7 @@ __all__ = [
     "AttentiveAttributesOperator",
     "AttentiveEventsOperator",
     "AttentiveHook",
+    "AttentiveSegmentsOperator",
     "AttentiveSubscriptionsOperator",
     "__version__",
 ]

@@ -128,7 +128,7 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-attentive",
         "name": "Attentive",
-        "description": "Sync warehouse rows to Attentive custom attributes, custom events and subscriptions.",
+        "description": "Sync warehouse rows to Attentive custom attributes, custom events, subscriptions and segments.",
         "versions": [__version__],
         "integrations": [
             {
@@ -150,6 +150,7 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_provider_attentive.operators.attributes",
                     "airflow_provider_attentive.operators.events",
                     "airflow_provider_attentive.operators.subscriptions",
+                    "airflow_provider_attentive.operators.segments",
                 ],
             }
         ],

@@ -13,24 +13,28 @@ def test_the_top_level_names_are_the_documented_classes() -> None:
         AttentiveAttributesOperator,
         AttentiveEventsOperator,
         AttentiveHook,
+        AttentiveSegmentsOperator,
         AttentiveSubscriptionsOperator,
     )
     from airflow_provider_attentive.hooks.attentive import AttentiveHook as hook_from_module
     from airflow_provider_attentive.operators.attributes import AttentiveAttributesOperator as attributes
     from airflow_provider_attentive.operators.events import AttentiveEventsOperator as events
+    from airflow_provider_attentive.operators.segments import AttentiveSegmentsOperator as segments
     from airflow_provider_attentive.operators.subscriptions import AttentiveSubscriptionsOperator as subscriptions
 
     assert AttentiveHook is hook_from_module
-    assert (AttentiveAttributesOperator, AttentiveEventsOperator, AttentiveSubscriptionsOperator) == (
-        attributes,
-        events,
-        subscriptions,
-    )
+    assert (
+        AttentiveAttributesOperator,
+        AttentiveEventsOperator,
+        AttentiveSubscriptionsOperator,
+        AttentiveSegmentsOperator,
+    ) == (attributes, events, subscriptions, segments)
     assert set(airflow_provider_attentive.__all__) >= {
         "AttentiveHook",
         "AttentiveAttributesOperator",
         "AttentiveEventsOperator",
         "AttentiveSubscriptionsOperator",
+        "AttentiveSegmentsOperator",
     }
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -12,11 +11,7 @@ from airflow_provider_attentive.client import AttentiveTransport, EndpointName
 from airflow_provider_attentive.operators.base import AttentiveSyncOperator
 from airflow_provider_attentive.sync.bulk import BulkAttributesDelivery, BulkMode
 from airflow_provider_attentive.sync.delivery import Delivery
-from airflow_provider_attentive.sync.engine import SyncEngine
 from airflow_provider_attentive.sync.objects import AttributesType, ObjectType
-
-if TYPE_CHECKING:
-    from airflow.sdk import Context
 
 
 class AttentiveAttributesOperator(AttentiveSyncOperator):
@@ -100,29 +95,6 @@ class AttentiveAttributesOperator(AttentiveSyncOperator):
             poll_interval_s=min(self.bulk_poll_interval, 1.0),
             allow_insecure_http=transport.config.allow_insecure_http,
             proxy=transport.config.proxy,
-        )
-
-    def after_run(self, context: Context, engine: SyncEngine, summary: dict[str, Any]) -> None:
-        delivery = engine.delivery
-        if not self.deferrable or not isinstance(delivery, BulkAttributesDelivery) or not delivery.submitted_jobs:
-            return
-        from airflow_provider_attentive.triggers.bulk_job import AttentiveBulkJobTrigger
-
-        open_jobs = set(delivery.pending_job_ids())
-        job_ids = [job for job in delivery.submitted_jobs if job in open_jobs]
-        if not job_ids or self.bulk_wait <= 0:
-            return
-        self.log.info(
-            "deferring: waiting up to %.0f s for %d bulk job(s) in the triggerer", self.bulk_wait, len(job_ids)
-        )
-        self.defer(
-            trigger=AttentiveBulkJobTrigger(
-                attentive_conn_id=self.attentive_conn_id,
-                job_ids=job_ids,
-                deadline=time.time() + self.bulk_wait,
-                poll_interval=self.bulk_poll_interval,
-            ),
-            method_name="execute_complete",
         )
 
     def _check_bulk_access(self, transport: AttentiveTransport) -> None:

@@ -7,6 +7,7 @@ connections into DB-API connections and a transport, and engine errors into task
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack, closing
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -18,6 +19,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow_provider_attentive.client import AttentiveTransport, EndpointName
 from airflow_provider_attentive.hooks.attentive import AttentiveHook
 from airflow_provider_attentive.operators.lineage import AttentiveLineageMixin
+from airflow_provider_attentive.sync.bulk import BulkJobDelivery
 from airflow_provider_attentive.sync.delivery import Delivery
 from airflow_provider_attentive.sync.engine import SyncEngine
 from airflow_provider_attentive.sync.errors import (
@@ -76,6 +78,10 @@ class AttentiveSyncOperator(AttentiveLineageMixin, BaseOperator):
 
     object_type: ClassVar[str] = ""
     mode_default: ClassVar[str] = ""
+    # Operators that send bulk jobs set these from their own parameters (see after_run).
+    deferrable: bool = False
+    bulk_wait: float = 0.0
+    bulk_poll_interval: float = 30.0
     template_fields: Sequence[str] = ("sql", "parameters", "sync_id", "mapping")
     template_ext: Sequence[str] = (".sql", ".jinja", ".j2")
     template_fields_renderers: ClassVar[dict[str, str]] = {"sql": "sql", "parameters": "json", "mapping": "json"}
@@ -162,7 +168,33 @@ class AttentiveSyncOperator(AttentiveLineageMixin, BaseOperator):
         return None
 
     def after_run(self, context: Context, engine: SyncEngine, summary: dict[str, Any]) -> None:
-        """Called after a successful run (not after a resumed one): a subclass may defer here."""
+        """Called after a successful run (not after a resumed one).
+
+        An operator with ``deferrable=True`` whose run submitted bulk jobs that are still open defers here: the
+        triggerer polls them for up to ``bulk_wait`` seconds, holding no worker slot, and :meth:`execute_complete`
+        runs the sync again, which first records what the jobs answered.
+        """
+        delivery = engine.delivery
+        if not self.deferrable or not isinstance(delivery, BulkJobDelivery) or not delivery.submitted_jobs:
+            return
+        from airflow_provider_attentive.triggers.bulk_job import AttentiveBulkJobTrigger
+
+        open_jobs = set(delivery.pending_job_ids())
+        job_ids = [job for job in delivery.submitted_jobs if job in open_jobs]
+        if not job_ids or self.bulk_wait <= 0:
+            return
+        self.log.info(
+            "deferring: waiting up to %.0f s for %d bulk job(s) in the triggerer", self.bulk_wait, len(job_ids)
+        )
+        self.defer(
+            trigger=AttentiveBulkJobTrigger(
+                attentive_conn_id=self.attentive_conn_id,
+                job_ids=job_ids,
+                deadline=time.time() + self.bulk_wait,
+                poll_interval=self.bulk_poll_interval,
+            ),
+            method_name="execute_complete",
+        )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after a deferral: run the sync again, which first records what the awaited jobs answered."""

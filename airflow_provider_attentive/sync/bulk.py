@@ -1,6 +1,9 @@
-"""Custom attributes through Attentive's v2 bulk jobs: 256 users per request, outcomes from a results file.
+"""Attentive's v2 bulk jobs as a delivery: many rows per request, each row's outcome from a results file.
 
-:class:`BulkAttributesDelivery` is a :class:`~airflow_provider_attentive.sync.delivery.Delivery`:
+:class:`BulkJobDelivery` is the :class:`~airflow_provider_attentive.sync.delivery.Delivery` every bulk-job
+endpoint shares (submit, record, wait, reconcile); a subclass says how rows become one request and how a results
+line names its row. :class:`BulkAttributesDelivery` is the one for custom attributes (below), and
+``sync.objects.segments.SegmentMembersDelivery`` the one for segment members. For attributes:
 
 * ``deliver`` groups each batch of planned rows into one ``POST /v2/bulk/user/attributes`` (many in flight,
   within the ``bulk`` rate limit). A 202 records the job against its rows (``submitted``) before anything
@@ -14,7 +17,8 @@
 
 Attentive documents neither the results' line format nor how a line names its item; the reading here follows
 ``docs/bulk-jobs.md``: a line is matched to a row by the identifiers it echoes, and what cannot be matched is
-never counted as done.
+never counted as done. A row may carry several items (a segment removal names a person's current and former
+identifiers): it is done only when every one of its lines says so.
 """
 
 from __future__ import annotations
@@ -32,14 +36,15 @@ from airflow_provider_attentive.client.jobs import JobStatus
 from airflow_provider_attentive.client.results import ResultsDownloadError, download_results
 from airflow_provider_attentive.sync.delivery import BaseDelivery, PerRowDelivery, Sender
 from airflow_provider_attentive.sync.job_store import JobRecord, JobStore
-from airflow_provider_attentive.sync.object_type import Planned, Run
+from airflow_provider_attentive.sync.object_type import Planned, Prepared, Run
 from airflow_provider_attentive.sync.state import StateRow
 
-__all__ = ["RESULTS_RETENTION_S", "BulkAttributesDelivery", "BulkMode", "v2_user"]
+__all__ = ["RESULTS_RETENTION_S", "BulkAttributesDelivery", "BulkJobDelivery", "BulkMode", "identity_key", "v2_user"]
 
 BulkMode = bool | Literal["auto"]
 RESULTS_RETENTION_S = 14 * 24 * 3600  # Attentive keeps a job's results file for two weeks
 _MAX_JOB_ID = 100
+IdentityKey = tuple[str, str, str]
 
 
 def v2_user(body: dict[str, Any]) -> dict[str, Any]:
@@ -55,7 +60,7 @@ def v2_user(body: dict[str, Any]) -> dict[str, Any]:
     return {"identifiers": identifiers, "attributes": {"custom": dict(body.get("properties") or {})}}
 
 
-def _identity_key(identifiers: Any) -> tuple[str, str, str] | None:
+def identity_key(identifiers: Any) -> IdentityKey | None:
     """What a results line and a row are matched on: the identifiers as submitted."""
     if not isinstance(identifiers, dict):
         return None
@@ -63,59 +68,87 @@ def _identity_key(identifiers: Any) -> tuple[str, str, str] | None:
     return (phone, email, client_user_id) if phone or email or client_user_id else None
 
 
-class BulkAttributesDelivery(BaseDelivery):
-    """Rows as v2 bulk jobs (``mode=True``), as v1 requests (``False``), or bulk from ``threshold`` rows up.
+class BulkJobDelivery(BaseDelivery):
+    """Planned rows as v2 bulk jobs: submitted, recorded against their rows, waited for, reconciled.
 
-    Whatever the mode, open jobs of earlier runs are reconciled, so switching bulk off never strands rows.
+    A subclass sets :attr:`kind` and implements :meth:`bulk_endpoint`, :meth:`request_body`, :meth:`items_of`,
+    :meth:`line_item` and :meth:`line_result`; it may override :meth:`refused` (a whole request answered 403/404).
 
     :param sender: the transport.
-    :param mode: ``True``, ``False`` or ``"auto"``.
-    :param threshold: in ``"auto"``, the rows to send that make a run go through bulk jobs.
-    :param batch_size: users per bulk request (1-256).
+    :param batch_size: rows per bulk request.
     :param wait_s: how long :meth:`wait` polls this run's jobs (0: leave them to the next run).
     :param poll_interval_s: the first pause between polls; it doubles up to 30 s.
     :param allow_insecure_http: let the results link be plain http to a non-loopback host (never for real).
     :param proxy: the connection's own proxy for the results download (the environment's is never used).
     """
 
+    #: what the log calls these jobs ("bulk", "segment member")
+    kind = "bulk"
+
     def __init__(
         self,
         sender: Sender,
         *,
-        mode: BulkMode = "auto",
-        threshold: int = 100_000,
-        batch_size: int = 256,
+        batch_size: int,
         wait_s: float = 600.0,
         poll_interval_s: float = 1.0,
         allow_insecure_http: bool = False,
         proxy: str | None = None,
     ) -> None:
-        if mode not in (True, False, "auto"):
-            raise ValueError(f"bulk must be True, False or 'auto', got {mode!r}")
-        if not 1 <= batch_size <= 256:
-            raise ValueError(f"bulk_batch_size must be between 1 and 256, got {batch_size!r}")
         self.sender = sender
-        self.mode = mode
-        self.threshold = max(0, int(threshold))
-        self._bulk_batch_size = batch_size
-        # The engine batches intents by this: one bulk request each (v1 batches are the run's own size).
-        self.batch_size: int | None = batch_size if mode is not False else None
+        # The engine batches intents by this: one bulk request each.
+        self.batch_size: int | None = batch_size
         self.wait_s = max(0.0, float(wait_s))
         self.poll_interval_s = max(0.05, float(poll_interval_s))
         self.allow_insecure_http = allow_insecure_http
         self.proxy = proxy
-        self.per_row = PerRowDelivery(sender)
-        self.fallback: str | None = None
         self.submitted_jobs: list[str] = []
+
+    # ------------------------------------------------------------------------------ for subclasses ----
+
+    def bulk_endpoint(self, endpoint: str) -> EndpointName:
+        """The bulk endpoint that carries rows the engine dispatches to ``endpoint``."""
+        raise NotImplementedError
+
+    def request_body(self, endpoint: EndpointName, items: Sequence[Planned]) -> dict[str, Any]:
+        """One bulk request's body for ``items``."""
+        raise NotImplementedError
+
+    def items_of(self, op: str, identity: dict[str, Any]) -> list[dict[str, Any]]:
+        """The identifiers of each item a row submitted (one per results line), from its op and stored identity."""
+        raise NotImplementedError
+
+    def stored_identity(self, item: Planned) -> dict[str, Any]:
+        """What the state keeps as the row's identity while its job runs (what :meth:`items_of` reads)."""
+        raise NotImplementedError
+
+    def line_item(self, request: Any) -> Any:
+        """The identifiers a results line echoes for its item (``request`` is the line's ``request``)."""
+        raise NotImplementedError
+
+    def line_result(self, key: str, response: dict[str, Any], endpoint: str) -> Result:
+        """One results line's answer for the row ``key`` (``endpoint``: the job's bulk endpoint)."""
+        raise NotImplementedError
+
+    def split(self, batch: Sequence[Planned]) -> list[list[Planned]]:
+        """The requests one batch makes (one, unless its rows carry more items than a request takes)."""
+        return [list(batch)]
+
+    def refused(self, result: Result, items: list[Planned]) -> bool:
+        """A whole request answered 403 or 404: True when the subclass takes ``items`` and the rest of the run over
+        (a fallback; the batches pulled after it go to :meth:`hand_over`)."""
+        return False
+
+    def hand_over(self, items: list[Planned]) -> None:
+        """A batch pulled after :meth:`refused` took the run over."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------ run ----
 
     def bind(self, run: Run) -> None:
         self.run = run
         self.jobs = JobStore(run.state)
-        self.fallback = None
         self.submitted_jobs = []
-        self.batch_size = self._bulk_batch_size if self.mode is not False else None
 
     def summary_counters(self) -> dict[str, Any]:
         return {
@@ -123,93 +156,62 @@ class BulkAttributesDelivery(BaseDelivery):
             "bulk_jobs_pending": 0,
             "bulk_jobs_completed": 0,
             "awaiting_results": 0,
-            "bulk_fallback": None,
         }
 
     def progress_note(self) -> str:
         extra = self.run.summary.extra
         if not extra.get("bulk_jobs_submitted") and not extra.get("bulk_jobs_completed"):
             return ""
-        return f", bulk jobs submitted {extra['bulk_jobs_submitted']}, finished {extra['bulk_jobs_completed']}"
+        return f", {self.kind} jobs submitted {extra['bulk_jobs_submitted']}, finished {extra['bulk_jobs_completed']}"
 
     def deliver(self, endpoint: str, batches: Iterable[Sequence[Planned]]) -> Iterator[tuple[Planned, Result]]:
-        batches = iter(batches)
-        if self.mode is False:
-            yield from self.per_row.deliver(endpoint, batches)
-            return
-        if self.mode == "auto" and self.run.source.count_rows() < self.threshold:
-            # Fewer rows in the whole model than the threshold: v1 it is, in the run's own batches (the stream
-            # reads this before it cuts the first batch, which bounds how much a budget lets through at once).
-            self.batch_size = None
-            yield from self.per_row.deliver(endpoint, batches)
-            return
-        if self.mode == "auto":
-            # The rows to send are known only once classified: up to ``threshold`` of them are held (their
-            # intents written) before the choice. Below it v1 lands sooner: bulk jobs take hours.
-            buffered: list[Sequence[Planned]] = []
-            count = 0
-            for batch in batches:
-                buffered.append(batch)
-                count += len(batch)
-                if count >= self.threshold:
-                    break
-            else:
-                yield from self.per_row.deliver(endpoint, buffered)
-                return
-            batches = itertools.chain(buffered, batches)
-        yield from self._bulk(endpoint, batches)
+        return self._bulk(endpoint, iter(batches))
 
     def _bulk(self, endpoint: str, batches: Iterator[Sequence[Planned]]) -> Iterator[tuple[Planned, Result]]:
         if not self.run.options.dry_run:
             self.jobs.ensure_table()
+        bulk = self.bulk_endpoint(endpoint)
         in_flight: dict[int, list[Planned]] = {}
         refused: list[list[Planned]] = []  # whole requests refused with a 400: split and sent again
-        to_v1: list[Sequence[Planned]] = []
         counter = itertools.count()
+        taken_over = False  # a subclass took the run over (attributes: through v1); the rest goes its way
 
         def requests(source: Iterable[Sequence[Planned]]) -> Iterator[Request]:
             for batch in source:
-                if self.fallback is not None:
-                    to_v1.append(batch)  # pulled (its intents written) but the run now goes through v1
+                if taken_over:
+                    self.hand_over(list(batch))  # pulled (its intents written): it goes the subclass's way too
                     continue
-                key = next(counter)
-                in_flight[key] = list(batch)
-                yield Request(key=key, body={"users": [v2_user(item.body) for item in batch]})
+                for items in self.split(batch):
+                    key = next(counter)
+                    in_flight[key] = items
+                    yield Request(key=key, body=self.request_body(bulk, items))
 
         pending: Iterable[Sequence[Planned]] = batches
         while True:
-            for result in self.sender.send_many(EndpointName.BULK, requests(pending)):
+            for result in self.sender.send_many(bulk, requests(pending)):
                 items = in_flight.pop(int(result.key))
                 if result.ok:
-                    yield from self._submitted(items, result)
+                    yield from self._submitted(bulk, items, result)
                 elif result.status == 400 and len(items) > 1:
                     refused.append(items)
-                elif result.status in (403, 404) and self.mode == "auto":
-                    self._fall_back(result)
-                    to_v1.append(items)
+                elif result.status in (403, 404) and self.refused(result, items):
+                    taken_over = True
                 else:
                     # One request failed, not one per row: only the first row carries its attempts.
                     quiet = dataclasses.replace(result, attempts=0, throttled=0)
                     yield from ((item, result if i == 0 else quiet) for i, item in enumerate(items))
             if not refused:
                 break
-            # A whole-request 400 names no user: halves, recursively, until the offending users are alone.
+            # A whole-request 400 names no item: halves, recursively, until the offending rows are alone.
             pending = [half for items in refused for half in (items[: len(items) // 2], items[len(items) // 2 :])]
             refused = []
-        if to_v1:
-            yield from self.per_row.deliver(endpoint, itertools.chain(to_v1, batches))
+        yield from self.after_bulk(endpoint, batches)
 
-    def _fall_back(self, result: Result) -> None:
-        if self.fallback is not None:
-            return
-        self.fallback = (
-            f"bulk jobs answered HTTP {result.status} ({result.error or 'no message'}): the key lacks "
-            "subscriptions:write or the account has no v2 bulk access; this run goes through v1"
-        )
-        self.run.summary.extra["bulk_fallback"] = self.fallback
-        self.run.log.warning("%s", self.fallback)
+    def after_bulk(self, endpoint: str, rest: Iterator[Sequence[Planned]]) -> Iterator[tuple[Planned, Result]]:
+        """After the bulk requests: answers for rows a subclass took over (and the batches not pulled yet)."""
+        return iter(())
 
-    def _submitted(self, items: list[Planned], result: Result) -> Iterator[tuple[Planned, Result]]:
+    def _submitted(self, bulk: EndpointName, items: list[Planned], result: Result) -> Iterator[tuple[Planned, Result]]:
         body = result.body if isinstance(result.body, dict) else {}
         job_id = body.get("batchJobId") or body.get("bulkJobId")
         if not isinstance(job_id, str) or not job_id.strip() or len(job_id) > _MAX_JOB_ID:
@@ -217,8 +219,8 @@ class BulkAttributesDelivery(BaseDelivery):
             failed = _result(result.key, RequestOutcome.FAILED, result.status, "bulk job accepted without a job id")
             yield from ((item, failed) for item in items)
             return
-        rows = [(item.key, json.dumps(v2_user(item.body)["identifiers"], sort_keys=True)) for item in items]
-        self.jobs.record(self.run.options.sync_id, job_id, EndpointName.BULK.value, rows)
+        rows = [(item.key, json.dumps(self.stored_identity(item), sort_keys=True)) for item in items]
+        self.jobs.record(self.run.options.sync_id, job_id, bulk.value, rows)
         self.submitted_jobs.append(job_id)
         summary = self.run.summary.extra
         summary["bulk_jobs_submitted"] += 1
@@ -320,52 +322,195 @@ class BulkAttributesDelivery(BaseDelivery):
         if not rows:  # its outcomes were written, and the run stopped before it closed the job
             self._close(record.job_id, "COMPLETED", None)
             return
-        by_identity: dict[tuple[str, str, str], collections.deque[StateRow]] = collections.defaultdict(
-            collections.deque
-        )
+        # Every item a row submitted waits for its own line; a row is answered once all of its lines are read.
+        by_identity: dict[IdentityKey, collections.deque[StateRow]] = collections.defaultdict(collections.deque)
+        expected: dict[str, int] = {}
         unmatchable: list[StateRow] = []
         for row in rows:
-            key = _identity_key(_json(row.identity))
-            if key is None:
+            identity = _json(row.identity)
+            keys = [identity_key(item) for item in self.items_of(row.op or "", identity)] if identity else []
+            if not keys or None in keys:
                 unmatchable.append(row)
-            else:
-                by_identity[key].append(row)
-        answered: list[tuple[Planned, Result]] = []
+                continue
+            expected[row.pk] = len(keys)
+            for key in keys:
+                by_identity[key].append(row)  # type: ignore[index]
+        lines: dict[str, list[Result]] = collections.defaultdict(list)
         unreadable = 0
         try:
             for line in download_results(url, allow_insecure_http=self.allow_insecure_http, proxy=self.proxy):
                 item = _json(line)
                 request = item.get("request") if isinstance(item, dict) else None
                 response = item.get("response") if isinstance(item, dict) else None
-                key = _identity_key(request.get("identifiers") if isinstance(request, dict) else None)
+                key = identity_key(self.line_item(request))
                 queue = by_identity.get(key) if key else None
                 if not queue or not isinstance(response, dict):
                     unreadable += 1
                     continue
                 row = queue.popleft()
-                answered.append((_planned(row), _line_result(row.pk, response)))
+                lines[row.pk].append(self.line_result(row.pk, response, record.endpoint))
         except ResultsDownloadError as exc:
             if not exc.final:
                 # The link may work on the next try: the job stays open and its rows keep waiting.
                 self.jobs.update(sync_id, record.job_id, "COMPLETED_UNREAD", str(exc))
                 return
-            answered = []  # an expired link: none of the lines read so far is trusted alone
+            # An expired link: none of the lines read so far is trusted alone.
             message = f"results of bulk job {record.job_id} could not be read ({exc}); resent next run"
             yield from self._fail_rows(record, "EXPIRED", message)
             return
-        yield from answered
-        missing = [row for queue in by_identity.values() for row in queue] + unmatchable
-        for row in missing:
-            yield _planned(row), _result(row.pk, RequestOutcome.FAILED, None, "no line in the bulk job's results")
+        missing = 0
+        for row in rows:
+            answers = lines.get(row.pk, [])
+            if row.pk not in expected or len(answers) < expected[row.pk]:
+                missing += 1
+                yield _planned(row), _result(row.pk, RequestOutcome.FAILED, None, "no line in the bulk job's results")
+            else:
+                yield _planned(row), combined(row.pk, answers)
         if unreadable or missing:
             self.run.log.warning(
-                "bulk job %s: %d result line(s) unreadable or unmatched, %d row(s) without a line (resent next run)",
+                "%s job %s: %d result line(s) unreadable or unmatched, %d row(s) without every line (resent next run)",
+                self.kind,
                 record.job_id,
                 unreadable,
-                len(missing),
+                missing,
             )
         self.run.summary.extra["bulk_jobs_completed"] += 1
         self._close(record.job_id, "COMPLETED", None)
+
+
+def combined(key: str, answers: Sequence[Result]) -> Result:
+    """One row's answer from the lines of its items: failed if any failed, else rejected if any was, else ok."""
+    if len(answers) == 1:
+        return answers[0]
+    for outcome in (RequestOutcome.FAILED, RequestOutcome.REJECTED):
+        for answer in answers:
+            if answer.outcome is outcome:
+                return answer
+    return answers[0]
+
+
+class BulkAttributesDelivery(BulkJobDelivery):
+    """Rows as v2 bulk jobs (``mode=True``), as v1 requests (``False``), or bulk from ``threshold`` rows up.
+
+    Whatever the mode, open jobs of earlier runs are reconciled, so switching bulk off never strands rows.
+
+    :param sender: the transport.
+    :param mode: ``True``, ``False`` or ``"auto"``.
+    :param threshold: in ``"auto"``, the rows to send that make a run go through bulk jobs.
+    :param batch_size: users per bulk request (1-256).
+    :param wait_s: how long :meth:`wait` polls this run's jobs (0: leave them to the next run).
+    :param poll_interval_s: the first pause between polls; it doubles up to 30 s.
+    :param allow_insecure_http: let the results link be plain http to a non-loopback host (never for real).
+    :param proxy: the connection's own proxy for the results download (the environment's is never used).
+    """
+
+    def __init__(
+        self,
+        sender: Sender,
+        *,
+        mode: BulkMode = "auto",
+        threshold: int = 100_000,
+        batch_size: int = 256,
+        wait_s: float = 600.0,
+        poll_interval_s: float = 1.0,
+        allow_insecure_http: bool = False,
+        proxy: str | None = None,
+    ) -> None:
+        if mode not in (True, False, "auto"):
+            raise ValueError(f"bulk must be True, False or 'auto', got {mode!r}")
+        if not 1 <= batch_size <= 256:
+            raise ValueError(f"bulk_batch_size must be between 1 and 256, got {batch_size!r}")
+        super().__init__(
+            sender,
+            batch_size=batch_size,
+            wait_s=wait_s,
+            poll_interval_s=poll_interval_s,
+            allow_insecure_http=allow_insecure_http,
+            proxy=proxy,
+        )
+        self.mode = mode
+        self.threshold = max(0, int(threshold))
+        self._bulk_batch_size = batch_size
+        # v1 batches are the run's own size.
+        self.batch_size = batch_size if mode is not False else None
+        self.per_row = PerRowDelivery(sender)
+        self.fallback: str | None = None
+        self._to_v1: list[Sequence[Planned]] = []
+
+    def bind(self, run: Run) -> None:
+        super().bind(run)
+        self.fallback = None
+        self._to_v1 = []
+        self.batch_size = self._bulk_batch_size if self.mode is not False else None
+
+    def summary_counters(self) -> dict[str, Any]:
+        return {**super().summary_counters(), "bulk_fallback": None}
+
+    def bulk_endpoint(self, endpoint: str) -> EndpointName:
+        return EndpointName.BULK
+
+    def request_body(self, endpoint: EndpointName, items: Sequence[Planned]) -> dict[str, Any]:
+        return {"users": [v2_user(item.body) for item in items]}
+
+    def stored_identity(self, item: Planned) -> dict[str, Any]:
+        return dict(v2_user(item.body)["identifiers"])
+
+    def items_of(self, op: str, identity: dict[str, Any]) -> list[dict[str, Any]]:
+        return [identity]
+
+    def line_item(self, request: Any) -> Any:
+        return request.get("identifiers") if isinstance(request, dict) else None
+
+    def line_result(self, key: str, response: dict[str, Any], endpoint: str) -> Result:
+        return _line_result(key, response)
+
+    def deliver(self, endpoint: str, batches: Iterable[Sequence[Planned]]) -> Iterator[tuple[Planned, Result]]:
+        batches = iter(batches)
+        if self.mode is False:
+            yield from self.per_row.deliver(endpoint, batches)
+            return
+        if self.mode == "auto" and self.run.source.count_rows() < self.threshold:
+            # Fewer rows in the whole model than the threshold: v1 it is, in the run's own batches (the stream
+            # reads this before it cuts the first batch, which bounds how much a budget lets through at once).
+            self.batch_size = None
+            yield from self.per_row.deliver(endpoint, batches)
+            return
+        if self.mode == "auto":
+            # The rows to send are known only once classified: up to ``threshold`` of them are held (their
+            # intents written) before the choice. Below it v1 lands sooner: bulk jobs take hours.
+            buffered: list[Sequence[Planned]] = []
+            count = 0
+            for batch in batches:
+                buffered.append(batch)
+                count += len(batch)
+                if count >= self.threshold:
+                    break
+            else:
+                yield from self.per_row.deliver(endpoint, buffered)
+                return
+            batches = itertools.chain(buffered, batches)
+        yield from self._bulk(endpoint, batches)
+
+    def refused(self, result: Result, items: list[Planned]) -> bool:
+        if self.mode != "auto":
+            return False
+        if self.fallback is None:
+            self.fallback = (
+                f"bulk jobs answered HTTP {result.status} ({result.error or 'no message'}): the key lacks "
+                "subscriptions:write or the account has no v2 bulk access; this run goes through v1"
+            )
+            self.run.summary.extra["bulk_fallback"] = self.fallback
+            self.run.log.warning("%s", self.fallback)
+        self.hand_over(items)
+        return True
+
+    def hand_over(self, items: list[Planned]) -> None:
+        self._to_v1.append(items)
+
+    def after_bulk(self, endpoint: str, rest: Iterator[Sequence[Planned]]) -> Iterator[tuple[Planned, Result]]:
+        if self._to_v1:
+            to_v1, self._to_v1 = self._to_v1, []
+            yield from self.per_row.deliver(endpoint, itertools.chain(to_v1, rest))
 
 
 def _json(text: str | None) -> Any:
@@ -376,7 +521,10 @@ def _json(text: str | None) -> Any:
 
 
 def _planned(row: StateRow) -> Planned:
-    return Planned(row.pk, row.op or "added", row.attempt_hash or "", None, {})
+    """A row waiting for its job, as the engine records it: its identity as stored, for the type to read."""
+    identity = _json(row.identity)
+    prepared = Prepared(payload={}, identity=identity) if isinstance(identity, dict) else None
+    return Planned(row.pk, row.op or "added", row.attempt_hash or "", prepared, {})
 
 
 def _line_result(key: str, response: dict[str, Any]) -> Result:

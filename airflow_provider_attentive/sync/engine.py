@@ -96,6 +96,7 @@ class SyncEngine:
             dry_run=options.dry_run,
             run_id=options.run_id,
         )
+        self.summary.count_ops(obj.extra_ops)
         self._state_ready = False
         self.budget = SendBudget(options, self.summary, self.log)
         self._started = self.budget.started
@@ -118,6 +119,10 @@ class SyncEngine:
     @property
     def halted(self) -> bool:
         return self._halt is not None
+
+    @property
+    def send_batch_size(self) -> int:
+        return self.delivery.batch_size or self.options.batch_size
 
     # ------------------------------------------------------------------------------------------ run ----
 

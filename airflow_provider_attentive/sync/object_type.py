@@ -64,7 +64,7 @@ class Prepared:
     """A row ready to send."""
 
     payload: dict[str, Any]
-    identity: dict[str, str] = field(default_factory=dict)
+    identity: dict[str, Any] = field(default_factory=dict)
     stale: bool = False
     names: dict[str, str] = field(default_factory=dict)  # subscriber first/last name, sent as attributes
     note: str | None = None  # a non-fatal problem (e.g. an invalid email dropped)
@@ -108,6 +108,7 @@ class Answer:
     # False: accepted, but the row is not complete yet (a follow-up request is still to be sent).
     confirm: bool = True
     stop: RunStopped | None = None  # the answer shows that the run must not go on (a configuration mismatch)
+    identity: dict[str, Any] | None = None  # the row's identity from now on; None: unchanged
 
 
 class Run(Protocol):
@@ -127,6 +128,10 @@ class Run(Protocol):
     @property
     def halted(self) -> bool:
         """Whether the run stopped sending (an auth error, Attentive unavailable, a configuration mismatch)."""
+
+    @property
+    def send_batch_size(self) -> int:
+        """Rows per batch handed to :meth:`dispatch` that make full requests (10,000 segment members, say)."""
 
     def dispatch(self, endpoint: str, batches: Iterable[Batch]) -> None:
         """Send planned requests within the budget: intents first, then delivery, then each outcome recorded."""
@@ -211,6 +216,8 @@ class ObjectType:
     #: several rows may share one state key (one person behind two customer rows); counted under this name.
     #: None: a repeated key is an invalid row.
     shared_key_counter: ClassVar[str | None] = None
+    #: operations beyond added / changed / removed that the type plans (counted in the summary)
+    extra_ops: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,

@@ -7,13 +7,14 @@ forced), and a run whose last requests all failed after their retries is stopped
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from airflow_provider_attentive.client import RequestOutcome, Result
 from airflow_provider_attentive.sync.errors import AttentiveAuthError, AttentiveUnavailable
-from airflow_provider_attentive.sync.object_type import Planned
+from airflow_provider_attentive.sync.object_type import Answer, Planned
 from airflow_provider_attentive.sync.state import RowOutcome
 from airflow_provider_attentive.sync.values import mask_key, printable
 
@@ -56,6 +57,7 @@ class Recorder:
                 member=answer.member if answer is not None else None,
                 log_key=mask_key(item.key),
                 confirm=answer.confirm if answer is not None else True,
+                identity=_identity(answer),
             )
         )
         self.flush()
@@ -65,6 +67,7 @@ class Recorder:
         op = item.op
         member = None
         confirm = True
+        answer: Answer | None = None
         status = result.outcome.value
         message = result.error
         if result.outcome is RequestOutcome.OK:
@@ -116,6 +119,7 @@ class Recorder:
                 member=member,
                 log_key=mask_key(item.key),
                 confirm=confirm,
+                identity=_identity(answer),
             )
         )
         self.flush()
@@ -151,6 +155,12 @@ class Recorder:
     def write_outcomes(self, outcomes: Sequence[RowOutcome]) -> None:
         if outcomes:
             self.run.state.write_outcomes(self.run.options.sync_id, self.run.options.run_id, outcomes)
+
+
+def _identity(answer: Answer | None) -> str | None:
+    if answer is None or answer.identity is None:
+        return None
+    return json.dumps(answer.identity, sort_keys=True)
 
 
 def _auth_message(result: Result) -> str:

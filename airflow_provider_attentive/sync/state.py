@@ -39,7 +39,7 @@ MESSAGE_MAX = 1000
 #: the statuses this version writes; any other (or NULL) in a state row is held, never taken as "not sent"
 KNOWN_STATUSES = frozenset({"pending", "ok", "rejected", "failed", "in_doubt", "submitted"})
 #: the memberships this version writes (audience types); None = never a member
-KNOWN_MEMBERS = frozenset({"subscribed", "unsubscribed", "preexisting"})
+KNOWN_MEMBERS = frozenset({"subscribed", "unsubscribed", "preexisting", "in_segment", "out_of_segment"})
 
 
 # Every column the engine reads or writes, with its type (for the repair statement a damaged table needs).
@@ -109,6 +109,9 @@ class RowOutcome:
     # False: the request was accepted but the row is not complete yet (a new subscriber's name attributes are
     # still to be written); row_hash stays as it was, so the next run finishes the row if this one does not.
     confirm: bool = True
+    # The row's new identity (JSON) when the answer changes it (a segment member's former identifiers removed);
+    # None leaves it as it is.
+    identity: str | None = None
 
 
 class StateStore:
@@ -296,6 +299,20 @@ class StateStore:
         for row in self._query(sql, (sync_id, "subscribed")):
             yield row[0]
 
+    def iter_rows(self, sync_id: str, chunk: int = 10_000) -> Iterator[StateRow]:
+        """Every state row of a sync, read in chunks (an audience type's scan of who it tracks)."""
+        cur = self._execute(
+            "SELECT pk, row_hash, attempt_hash, status, op, member, identity, run_id "
+            f"FROM {self.state_table} WHERE sync_id = {self.p}",
+            (sync_id,),
+        )
+        try:
+            while rows := cur.fetchmany(chunk):
+                for row in rows:
+                    yield StateRow(*row)
+        finally:
+            _close(cur)
+
     def identities(self, sync_id: str, keys: Sequence[str]) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {}
         for key, row in self.lookup(sync_id, keys).items():
@@ -355,7 +372,7 @@ class StateStore:
             self._executemany(
                 f"UPDATE {self.state_table} SET row_hash = CASE WHEN {p} = 1 THEN attempt_hash ELSE row_hash END, "
                 f"status = {p}, http_status = {p}, "
-                f"message = {p}, member = COALESCE({p}, member), "
+                f"message = {p}, member = COALESCE({p}, member), identity = COALESCE({p}, identity), "
                 f"subscribed_at = CASE WHEN {p} = 'subscribed' THEN {p} ELSE subscribed_at END, "
                 f"unsubscribed_at = CASE WHEN {p} = 'unsubscribed' THEN {p} ELSE unsubscribed_at END, "
                 f"run_id = {p}, updated_at = {p} WHERE sync_id = {p} AND pk = {p}",
@@ -366,6 +383,7 @@ class StateStore:
                         o.http_status,
                         _trim(o.message),
                         o.member,
+                        o.identity,
                         o.member or "",
                         now,
                         o.member or "",
@@ -381,8 +399,12 @@ class StateStore:
         if other:
             self._executemany(
                 f"UPDATE {self.state_table} SET status = {p}, http_status = {p}, message = {p}, "
-                f"member = COALESCE({p}, member), run_id = {p}, updated_at = {p} WHERE sync_id = {p} AND pk = {p}",
-                [(o.status, o.http_status, _trim(o.message), o.member, run_id, now, sync_id, o.pk) for o in other],
+                f"member = COALESCE({p}, member), identity = COALESCE({p}, identity), run_id = {p}, updated_at = {p} "
+                f"WHERE sync_id = {p} AND pk = {p}",
+                [
+                    (o.status, o.http_status, _trim(o.message), o.member, o.identity, run_id, now, sync_id, o.pk)
+                    for o in other
+                ],
             )
         if log:
             self._executemany(

@@ -72,6 +72,12 @@ class Summary:
     samples: list[dict[str, Any]] = field(default_factory=list)
     would_send: dict[str, list[str]] = field(default_factory=dict)
 
+    def count_ops(self, ops: tuple[str, ...]) -> None:
+        """Count these operations (an object type with one of its own: a segment's former identifiers)."""
+        for counts in (self.planned, self.succeeded, self.failed):
+            for op in ops:
+                counts.setdefault(op, 0)
+
     def warn(self, key: str, note: str) -> None:
         self.warnings += 1
         if len(self.warning_samples) < MAX_ERRORS:
@@ -165,7 +171,7 @@ def render_table(summary: dict[str, Any]) -> str:
         ("read", str(summary["rows_read"])),
         ("unchanged", str(summary["unchanged"])),
     ]
-    for op in OPS:
+    for op in planned:
         rows.append((op, f"{ok[op]} ok / {bad[op]} failed / {planned[op]} planned"))
     rows += [
         ("invalid", str(summary["invalid"])),
