@@ -76,11 +76,12 @@ class AttentiveSegmentsOperator(AttentiveSyncOperator):
             raise ValueError(f"member_batch_size must be an integer from 1 to {MAX_MEMBERS}, got {member_batch_size!r}")
         if not bulk_wait >= 0 or not bulk_poll_interval > 0:
             raise ValueError("bulk_wait must be >= 0 and bulk_poll_interval > 0 (seconds)")
-        super().__init__(**kwargs)
+        # Set before the base class runs: its emit_asset outlet is named after the segment.
         self.segment_external_id = segment_external_id
         self.segment_name = segment_name
         self.segment_description = segment_description
         self.adopt_existing_segment = adopt_existing_segment
+        super().__init__(**kwargs)
         if "{{" not in f"{segment_external_id}{segment_name}{segment_description or ''}":
             self._spec()  # a broken segment configuration fails when the DAG is parsed, not at run time
         self.mode = mode
