@@ -137,6 +137,13 @@ def ensure_segment(run: Run, spec: SegmentSpec) -> str:
         )
     found = run.sender.request(EndpointName.SEGMENT_READ, path_params={"externalId": spec.external_id}, max_attempts=3)
     if found.status == 404:
+        if mine is not None and mine[1] in ("created", "adopted"):
+            # Recreating it would leave this sync's record saying its members are in a segment that is empty.
+            raise SyncConfigError(
+                f"segment {spec.external_id!r}, which sync {sync_id!r} {mine[1]} and filled, is no longer in "
+                "Attentive (archived or deleted). Nothing was sent. Its record of members belongs to the old "
+                "segment: to fill a new one, give the task a new sync_id and a new segment_external_id."
+            )
         return _create(run, registry, spec, known=mine is not None)
     if not found.ok:
         _fail(found, spec, "read")
