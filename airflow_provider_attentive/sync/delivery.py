@@ -3,11 +3,12 @@
 The engine plans rows and writes their intents batch by batch; a :class:`Delivery` takes those batches and
 yields each row's answer. Two shapes fit this seam:
 
-* :class:`PerRowDelivery` (today's only one): one request per row, answered at once (v1 endpoints);
-* a bulk delivery (v2 bulk jobs): one request carries a whole batch (256 users, or 10,000 segment members), and
-  Attentive answers with a job whose results file gives each row's outcome later. It records the job against
-  its rows when submitted, yields nothing for them then, and yields their answers from :meth:`Delivery.reconcile`
-  once the job has finished (in this run after waiting, or in a later run).
+* :class:`PerRowDelivery`: one request per row, answered at once (v1 endpoints);
+* :class:`~airflow_provider_attentive.sync.bulk.BulkJobDelivery` (v2 bulk jobs): one request carries a whole batch
+  (256 users, or 10,000 segment members), and Attentive answers with a job whose results file gives each row's
+  outcome later. It records the job against its rows when submitted, yields nothing for them then, and yields their
+  answers from :meth:`Delivery.wait` (in this run) or :meth:`Delivery.reconcile` (in a later run) once the job has
+  finished. Custom attributes and segment members each subclass it.
 
 Either way the engine records every answer the same way, so the loop does not change with the strategy.
 """
