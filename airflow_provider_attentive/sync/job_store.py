@@ -42,32 +42,25 @@ class JobStore:
 
     def __init__(self, state: StateStore) -> None:
         self.state = state
-        schema, _, _ = state.state_table.rpartition(".")
-        self.table = f"{schema + '.' if schema else ''}{state.prefix}sync_jobs"
+        self.table = state.table_name("sync_jobs")
 
     def ensure_table(self) -> None:
         """Create the jobs table on first use."""
-        if self.state._exists(self.table):
-            return
-        try:
-            self.state._execute(
-                f"""CREATE TABLE {self.table} (
-                    sync_id VARCHAR(250) NOT NULL,
-                    job_id VARCHAR(100) NOT NULL,
-                    endpoint VARCHAR(64),
-                    row_count INTEGER,
-                    submitted_at VARCHAR(32),
-                    status VARCHAR(32),
-                    checked_at VARCHAR(32),
-                    message VARCHAR(1000),
-                    PRIMARY KEY (sync_id, job_id)
-                )"""
-            )
-            self.state.conn.commit()
-        except Exception:
-            self.state.conn.rollback()
-            if not self.state._exists(self.table):  # another process may have created it meanwhile
-                raise
+        created = self.state.create_table(
+            self.table,
+            f"""CREATE TABLE {self.table} (
+                sync_id VARCHAR(250) NOT NULL,
+                job_id VARCHAR(100) NOT NULL,
+                endpoint VARCHAR(64),
+                row_count INTEGER,
+                submitted_at VARCHAR(32),
+                status VARCHAR(32),
+                checked_at VARCHAR(32),
+                message VARCHAR(1000),
+                PRIMARY KEY (sync_id, job_id)
+            )""",
+        )
+        if not created:
             return
         # Reconciling reads each job's rows by job id: without this, every job scans the sync's waiting rows.
         try:

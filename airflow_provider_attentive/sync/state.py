@@ -184,20 +184,33 @@ class StateStore:
             )""",
         }
         for table, create in ddl.items():
-            if self._exists(table):
-                continue
-            try:
-                self._execute(create)
-                self.conn.commit()
-            except Exception:
-                self.conn.rollback()
-                if not self._exists(table):  # another process may have created it meanwhile
-                    raise
-                continue
-            if table == self.state_table:
+            if self.create_table(table, create) and table == self.state_table:
                 self._create_status_index()
         self._add_columns(_ADDED_COLUMNS)
         self.check_columns()
+
+    def table_name(self, name: str) -> str:
+        """The full name of a table beside the state tables (same schema and prefix): ``sync_jobs``, say."""
+        schema, _, _ = self.state_table.rpartition(".")
+        return f"{schema + '.' if schema else ''}{self.prefix}{name}"
+
+    def create_table(self, table: str, create: str) -> bool:
+        """Run ``create`` unless ``table`` exists; True when this call created it.
+
+        Probed first, because not every database has IF NOT EXISTS; a failure because another process created it
+        meanwhile is not an error.
+        """
+        if self._exists(table):
+            return False
+        try:
+            self._execute(create)
+            self.conn.commit()
+        except Exception:
+            self.conn.rollback()
+            if not self._exists(table):
+                raise
+            return False
+        return True
 
     def _add_columns(self, added: dict[str, tuple[str, ...]]) -> None:
         """Add the nullable columns later versions introduced to tables an earlier version created."""

@@ -55,26 +55,18 @@ class SegmentRegistry:
 
     def __init__(self, state: StateStore) -> None:
         self.state = state
-        schema, _, _ = state.state_table.rpartition(".")
-        self.table = f"{schema + '.' if schema else ''}{state.prefix}sync_segments"
+        self.table = state.table_name("sync_segments")
 
     def ensure_table(self) -> None:
-        if self.state._exists(self.table):
-            return
-        try:
-            self.state._execute(
-                f"""CREATE TABLE {self.table} (
-                    sync_id VARCHAR(250) NOT NULL PRIMARY KEY,
-                    external_id VARCHAR(255) NOT NULL,
-                    origin VARCHAR(16),
-                    recorded_at VARCHAR(32)
-                )"""
-            )
-            self.state.conn.commit()
-        except Exception:
-            self.state.conn.rollback()
-            if not self.state._exists(self.table):  # another process may have created it meanwhile
-                raise
+        self.state.create_table(
+            self.table,
+            f"""CREATE TABLE {self.table} (
+                sync_id VARCHAR(250) NOT NULL PRIMARY KEY,
+                external_id VARCHAR(255) NOT NULL,
+                origin VARCHAR(16),
+                recorded_at VARCHAR(32)
+            )""",
+        )
 
     def owners(self, external_id: str) -> dict[str, str]:
         """``{sync_id: origin}`` of the syncs that keep ``external_id``."""
