@@ -148,6 +148,7 @@ def ensure_segment(run: Run, spec: SegmentSpec) -> str:
                 "over: people already in it stay, and a mirror only ever removes people this sync added."
             )
         if not run.options.dry_run:
+            registry.ensure_table()  # a first run that adopts creates nothing else that would make it
             registry.record(sync_id, spec.external_id, "adopted")
     return _update(run, spec, found.body if isinstance(found.body, dict) else {})
 
