@@ -83,7 +83,12 @@ class AttentiveSegmentsOperator(AttentiveSyncOperator):
         self.adopt_existing_segment = adopt_existing_segment
         super().__init__(**kwargs)
         if "{{" not in f"{segment_external_id}{segment_name}{segment_description or ''}":
-            self._spec()  # a broken segment configuration fails when the DAG is parsed, not at run time
+            # A broken segment configuration fails when the DAG is parsed, not at run time. A templated one is
+            # checked once rendered, in build_object, where it fails the task without a retry.
+            try:
+                self._spec()
+            except SyncConfigError as exc:
+                raise ValueError(str(exc)) from None
         self.mode = mode
         self.max_removals = max_removals
         self.allow_empty_source = allow_empty_source
@@ -106,15 +111,13 @@ class AttentiveSegmentsOperator(AttentiveSyncOperator):
         return destination_name("segments", self.segment_external_id)
 
     def _spec(self) -> SegmentSpec:
-        try:
-            return SegmentSpec(
-                external_id=self.segment_external_id,
-                name=self.segment_name,
-                description=self.segment_description,
-                adopt_existing=self.adopt_existing_segment,
-            )
-        except SyncConfigError as exc:
-            raise ValueError(str(exc)) from None
+        """The segment as configured; a SyncConfigError, which a run reports as a misconfigured sync."""
+        return SegmentSpec(
+            external_id=self.segment_external_id,
+            name=self.segment_name,
+            description=self.segment_description,
+            adopt_existing=self.adopt_existing_segment,
+        )
 
     def build_object(self) -> ObjectType:
         return SegmentsType(
