@@ -182,6 +182,16 @@ def render_table(summary: dict[str, Any]) -> str:
         ("in doubt", str(summary["in_doubt"])),
         ("remaining", str(summary["remaining"])),
     ]
+    reconciled = summary.get("reconciled") or {}
+    if any(reconciled.values()):
+        # Answers for rows an earlier run sent (bulk jobs that finished since): not in the lines above.
+        rows.append(
+            (
+                "earlier jobs' rows",
+                f"{reconciled.get('ok', 0)} ok / {reconciled.get('rejected', 0)} rejected / "
+                f"{reconciled.get('failed', 0)} failed",
+            )
+        )
     for name in (
         "stale",
         "ignored_changes",
@@ -191,6 +201,13 @@ def render_table(summary: dict[str, Any]) -> str:
         "nothing_to_send",
         "blocked_removals",
         "held_removals",
+        "segment",
+        "retired_identifiers",
+        "kept_shared",
+        "bulk_jobs_submitted",
+        "bulk_jobs_completed",
+        "bulk_jobs_pending",
+        "awaiting_results",
     ):
         if name in summary:
             rows.append((name.replace("_", " "), str(summary[name])))
