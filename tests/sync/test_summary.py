@@ -120,3 +120,15 @@ def test_stale_events_are_explained_under_the_table() -> None:
     assert note.startswith("stale: 30 event(s) older than 12 hours") and "skip_stale=True" in note
     s.extra["stale"] = 0
     assert "older than 12 hours" not in render_table(s.as_dict())
+
+
+def test_rows_of_earlier_jobs_and_an_extra_operation_show_in_the_table() -> None:
+    s = summary()
+    assert "earlier jobs' rows" not in render_table(s.as_dict())
+    s.reconciled.update(ok=7, failed=2)
+    s.count_ops(("retired",))
+    s.planned["retired"] = 3
+    table = render_table(s.as_dict())
+    assert "| earlier jobs' rows          | 7 ok / 0 rejected / 2 failed" in table
+    assert "| retired " in table and "0 ok / 0 failed / 3 planned" in table
+    assert s.as_dict()["succeeded"] == {"added": 0, "changed": 0, "removed": 0, "retired": 0}
