@@ -1,4 +1,4 @@
-"""The three object types with the tests' defaults: only what a test is about needs spelling out."""
+"""The object types with the tests' defaults: only what a test is about needs spelling out."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from airflow_provider_attentive.sync.objects import AttributesType, EventsType, SubscriptionsType
+from airflow_provider_attentive.sync.objects.segments import SegmentSpec, SegmentsType
 
-__all__ = ("attributes", "event_ids", "events", "subs")
+__all__ = ("attributes", "event_ids", "events", "segments", "subs")
 
 
 def attributes(**kwargs: Any) -> AttributesType:
@@ -34,6 +35,21 @@ def subs(**kwargs: Any) -> SubscriptionsType:
         "notify_on_unsubscribe": False,
     }
     return SubscriptionsType(**{**defaults, **kwargs})
+
+
+def segments(
+    external_id: str = "vip_gold",
+    name: str = "VIP Gold",
+    *,
+    description: str | None = None,
+    adopt_existing: bool = False,
+    **kwargs: Any,
+) -> SegmentsType:
+    """Members of the segment ``vip_gold`` ("VIP Gold") keyed by ``customer_id``, identifiers matched by name."""
+    spec = SegmentSpec(external_id, name, description=description, adopt_existing=adopt_existing)
+    return SegmentsType(
+        segment=spec, **{"primary_key": "customer_id", "mapping": None, "default_region": None, **kwargs}
+    )
 
 
 def event_ids(sync_id: str, keys: Iterable[str]) -> dict[str, str]:
