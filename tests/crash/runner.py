@@ -7,9 +7,9 @@ prints the summary JSON as the last line of stdout (exit code 0). When the task 
 ``{"error": <exception type>, "message": ..., "summary": <summary or null>}`` and the exit code is 1.
 Connections come from the environment (``AIRFLOW_CONN_ATTENTIVE_DEFAULT``, ``AIRFLOW_CONN_WAREHOUSE``, ...).
 
-Config keys: ``object`` (``attributes`` | ``events`` | ``subscriptions``), ``sql``, ``primary_key``, ``mapping``,
-``mode`` (subscriptions), ``sync_id``, ``task_id``, ``sql_conn_id`` (default ``warehouse``), ``run_id``,
-``try_number``, ``options`` (any other operator keyword argument: ``batch_size``, ``resend_in_doubt``,
+Config keys: ``object`` (``attributes`` | ``events`` | ``segments`` | ``subscriptions``), ``sql``, ``primary_key``,
+``mapping``, ``mode`` (subscriptions, segments), ``sync_id``, ``task_id``, ``sql_conn_id`` (default ``warehouse``),
+``run_id``, ``try_number``, ``options`` (any other operator keyword argument: ``batch_size``, ``resend_in_doubt``,
 ``max_rows_per_run``, ``max_runtime``, ``lock_wait``, ``event_type``, ``sign_up_source_id``, ...) and ``engine``
 (``SyncOptions`` fields the operators do not expose, such as ``lock_ttl_s``; passed through the operators'
 ``sync_options()`` hook).
@@ -90,6 +90,7 @@ def serve() -> int:
     """Pre-import the operators, then fork one child per request line (see the module docstring)."""
     import airflow_provider_attentive.operators.attributes
     import airflow_provider_attentive.operators.events
+    import airflow_provider_attentive.operators.segments
     import airflow_provider_attentive.operators.subscriptions  # noqa: F401
 
     # The protocol gets its own descriptor; anything else printed to stdout (import warnings) goes to stderr.

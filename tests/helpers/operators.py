@@ -39,14 +39,16 @@ def context(ti: TaskInstance | None = None, run_id: str = "manual__test", **extr
 
 
 def operator_class(kind: str) -> type[AttentiveSyncOperator]:
-    """The operator class for ``kind``: ``attributes``, ``events`` or ``subscriptions``."""
+    """The operator class for ``kind``: ``attributes``, ``events``, ``segments`` or ``subscriptions``."""
     from airflow_provider_attentive.operators.attributes import AttentiveAttributesOperator
     from airflow_provider_attentive.operators.events import AttentiveEventsOperator
+    from airflow_provider_attentive.operators.segments import AttentiveSegmentsOperator
     from airflow_provider_attentive.operators.subscriptions import AttentiveSubscriptionsOperator
 
     classes: dict[str, type[AttentiveSyncOperator]] = {
         "attributes": AttentiveAttributesOperator,
         "events": AttentiveEventsOperator,
+        "segments": AttentiveSegmentsOperator,
         "subscriptions": AttentiveSubscriptionsOperator,
     }
     return classes[kind]
@@ -78,9 +80,9 @@ def _tuned(base: type[AttentiveSyncOperator], engine_options: dict[str, Any]) ->
 def build_operator(config: Mapping[str, Any]) -> AttentiveSyncOperator:
     """The operator a runner's JSON config describes.
 
-    Keys: ``object`` (``attributes`` | ``events`` | ``subscriptions``), ``sql``, ``primary_key``, ``mapping``,
-    ``sync_id``, ``mode`` (subscriptions), ``task_id``, ``sql_conn_id``, ``options`` (any other operator keyword
-    argument) and ``engine`` (see :func:`operator`).
+    Keys: ``object`` (``attributes`` | ``events`` | ``segments`` | ``subscriptions``), ``sql``, ``primary_key``,
+    ``mapping``, ``sync_id``, ``mode`` (subscriptions, segments), ``task_id``, ``sql_conn_id``, ``options`` (any
+    other operator keyword argument) and ``engine`` (see :func:`operator`).
     """
     kwargs: dict[str, Any] = {
         "sql": config["sql"],
