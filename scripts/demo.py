@@ -1,7 +1,8 @@
 """`make demo`: the example DAGs against a local Attentive emulator and a SQLite warehouse.
 
-1. builds ``.demo/warehouse.db`` (customers, shipments, a VIP audience),
-2. starts the emulator as a separate process (``attentive-emulator``) with 20 ms of latency,
+1. builds ``.demo/warehouse.db`` (customers with a loyalty tier, shipments, a VIP audience),
+2. starts the emulator as a separate process (``attentive-emulator``) with 20 ms of latency and bulk jobs that
+   complete in half a second (Attentive takes hours),
 3. runs ``airflow db migrate``, ``airflow connections test`` and each example DAG with ``airflow dags test``,
    printing each task's summary with what its figures say, and once a legend of every row of the table,
 4. changes a few warehouse rows and runs the DAGs again, to show that only changes are sent,
@@ -81,7 +82,9 @@ def build_warehouse(path: Path) -> None:
 
 def change_warehouse(path: Path) -> None:
     conn = sqlite3.connect(path)
-    conn.execute("UPDATE customers SET loyalty_tier = 'platinum' WHERE customer_id IN (4, 8, 15)")
+    # Four tiers upgraded: customer 15 joins the gold segment, customer 3 (gold until now) leaves it.
+    conn.execute("UPDATE customers SET loyalty_tier = 'platinum' WHERE customer_id IN (3, 4, 8)")
+    conn.execute("UPDATE customers SET loyalty_tier = 'gold' WHERE customer_id = 15")
     conn.execute("DELETE FROM vip_members WHERE phone IN (?, ?)", (phone(0), phone(2)))
     conn.execute("INSERT INTO vip_members VALUES (?, NULL, 'Newcomer')", (phone(101),))
     conn.commit()
@@ -126,7 +129,8 @@ LEGEND = {
     "unchanged": "rows an earlier run sent that have not changed since: nothing sent for them",
     "added": "rows new to this sync: accepted (ok) / failed / needed a request (planned)",
     "changed": "rows whose data changed since Attentive last accepted them",
-    "removed": "members a mirror unsubscribed because they left the model",
+    "removed": "members a mirror unsubscribed (a list) or took out (a segment) because they left the model",
+    "retired": "a segment member's former identifiers, removed once their new ones were added",
     "invalid": "rows that cannot be sent (bad phone, no identifier): never sent; reasons under the table",
     "sent with warnings": "rows sent, but not as written (an invalid email dropped beside a valid phone)",
     "rejected": "rows Attentive refused (4xx): not tried again until their data changes",
@@ -141,6 +145,14 @@ LEGEND = {
     "nothing to send": "rows whose attributes are all NULL",
     "blocked removals": "removals a guard stopped (an empty model, more than max_removals)",
     "held removals": "members whose phone could not be read this run: kept, not unsubscribed",
+    "earlier jobs' rows": "rows an earlier run sent in bulk jobs that finished since: their outcome, read now",
+    "segment": "what the run did to the segment itself: created, updated (its name or description), unchanged",
+    "retired identifiers": "former identifiers of members removed from the segment (after their new ones landed)",
+    "kept shared": "removals not sent: someone who stays in the segment holds one of those identifiers",
+    "bulk jobs submitted": "member jobs this run sent (up to 10,000 people each)",
+    "bulk jobs completed": "jobs whose results this run read, earlier runs' included",
+    "bulk jobs pending": "jobs still running when the run ended: the next run reads their results",
+    "awaiting results": "rows in this run's jobs not yet finished: neither resent nor counted as done",
     "requests": "HTTP requests the sync sent, its checks included (not the GET /v1/me key check before it)",
     "retries": "requests sent again after a 5xx, a timeout or a dropped connection",
     "throttled": "429 answers from Attentive's rate limit, waited out and sent again",
@@ -197,6 +209,18 @@ def what_it_shows(dag_id: str, label: str, f: dict[str, str]) -> list[str]:
                 )
             return lines
         return [f"the same {f['read']} shipments: all unchanged, nothing sent (each event goes out once, ever)."]
+    if dag_id == "attentive_vip_gold_segment":
+        if first:
+            return [
+                f"{ok(f['added'])} gold customers added to segment vip_gold, created by this first run: "
+                f"{f['requests']} requests (the segment's read and create, one member request for up to 10,000 "
+                f"people, and the job's status reads); nobody was texted. {f['invalid']} invalid (the garbage "
+                "phone, no email)."
+            ]
+        return [
+            f"{ok(f['added'])} joined the gold tier and {ok(f['removed'])} left it: one add job and one remove "
+            f"job; {f['unchanged']} unchanged, nothing sent for them."
+        ]
     if first:
         return [
             f"{ok(f['added'])} VIPs subscribed. {f['requests']} requests: per person a check that they are not "
@@ -214,6 +238,7 @@ def run_dags(env: dict[str, str], label: str) -> None:
         ("attentive_loyalty_attributes", TODAY.strftime("%Y-%m-%d")),
         ("attentive_order_shipped_events", EVENTS_DATE),
         ("attentive_vip_sms_list", TODAY.strftime("%Y-%m-%d")),
+        ("attentive_vip_gold_segment", TODAY.strftime("%Y-%m-%d")),
     ):
         print(f"   $ airflow dags test {dag_id} {date}")
         out = airflow(env, "dags", "test", dag_id, date, log_name=f"{label}-{dag_id}")
@@ -239,6 +264,11 @@ ENDPOINTS = (
     ("subscriptions_read", "is this VIP subscribed already?"),
     ("subscribe", "VIPs who joined"),
     ("unsubscribe", "VIPs who left"),
+    ("segment_read", "does segment vip_gold exist, under its name?"),
+    ("segment_create", "segment vip_gold, created by its first run"),
+    ("segment_members_add", "gold customers who joined the segment"),
+    ("segment_members_remove", "gold customers who left it"),
+    ("bulk_job", "the member jobs' status, read while the task waited"),
 )
 
 
@@ -253,7 +283,7 @@ def report(emu: EmulatorProcess) -> None:
     for name, purpose in ENDPOINTS:
         e = stats["endpoints"][name]
         print(
-            f"   {name:<18} {e['requests']:>4} requests, statuses {e['status']}, busiest second {e['max_window_all']}"
+            f"   {name:<22} {e['requests']:>4} requests, statuses {e['status']}, busiest second {e['max_window_all']}"
             f"/{e['limit']} allowed  ({purpose})"
         )
     attrs = c.attributes()
@@ -263,6 +293,9 @@ def report(emu: EmulatorProcess) -> None:
     )
     events = c.events()
     print(f"   {len(events)} custom events stored; duplicates received: {stats['duplicate_events']}")
+    segment = c.segments().get("vip_gold")
+    if segment is not None:
+        print(f"   segment vip_gold ({segment['name']!r}): {len(segment['members'])} members")
     if events:
         print(f"   first event: {json.dumps(events[0]['body'])[:200]}")
     print(
@@ -271,7 +304,7 @@ def report(emu: EmulatorProcess) -> None:
     )
     print(
         f"   texts Attentive would have sent: {len(c.messages())} (a 'Reply Y' double opt-in text per new subscriber;"
-        " the unsubscribes asked for none)"
+        " the unsubscribes asked for none, and joining or leaving a segment texts nobody)"
     )
 
 
@@ -283,7 +316,9 @@ def main() -> None:
     print("== Starting the Attentive emulator ==")
     with Emulator.spawn(
         keys={DEMO_KEY: KeySpec(scopes=ALL_SCOPES, company_name="Demo Outfitters")},
-        extra_args=["--latency-ms", "20", "--jitter-ms", "10"],
+        # Attentive completes member jobs within hours; the emulator's, in half a second, so the segment task's
+        # bulk_wait sees them land and the demo shows their outcome in the first run.
+        extra_args=["--latency-ms", "20", "--jitter-ms", "10", "--job-delay-s", "0.5"],
     ) as emu:
         print(f"   emulator at {emu.url}")
         env = airflow_env(emu.url)
@@ -297,7 +332,7 @@ def main() -> None:
         )
         print("== First run: everything is new ==")
         run_dags(env, "run1")
-        print("== The warehouse changes: 3 tiers upgraded, 2 VIPs leave, 1 joins ==")
+        print("== The warehouse changes: 4 tiers upgraded (1 into gold, 1 out of it), 2 VIPs leave, 1 joins ==")
         change_warehouse(DEMO / "warehouse.db")
         print("== Second run: only the changes are sent ==")
         run_dags(env, "run2")
