@@ -29,6 +29,7 @@ from airflow_provider_attentive.operators.lineage import (
     run_facets,
     sync_counts,
 )
+from airflow_provider_attentive.operators.segments import AttentiveSegmentsOperator
 from airflow_provider_attentive.operators.subscriptions import AttentiveSubscriptionsOperator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -273,6 +274,35 @@ def test_operator_lineage_from_start_to_complete(attentive_emulator: Emulator, w
     assert "errorMessage" not in done.run_facets
 
 
+def test_segments_lineage_names_the_segment_and_counts_its_members(
+    attentive_emulator: Emulator, warehouse: Path
+) -> None:
+    op = AttentiveSegmentsOperator(
+        task_id="vip_gold_segment",
+        sql="SELECT customer_id, phone, email FROM customers WHERE tier = 'gold'",
+        sql_conn_id="warehouse",
+        primary_key="customer_id",
+        segment_external_id="vip_gold",
+        segment_name="VIP Gold",
+        mode="mirror",
+        bulk_wait=30,
+        bulk_poll_interval=0.1,
+    )
+    api = f"attentive://{urllib.parse.urlsplit(attentive_emulator.url).netloc}"
+    (out,) = op.get_openlineage_facets_on_start().outputs
+    assert (out.namespace, out.name) == (api, "segments/vip_gold") and not out.outputFacets
+
+    summary = op.execute({"run_id": "manual__lineage"})
+    done = op.get_openlineage_facets_on_complete(None)
+    counts = as_dict(done.run_facets[RUN_FACET])
+    assert (counts["rowsRead"], counts["sent"], counts["invalid"]) == (6, 6, 0)
+    assert summary["added"] == 6
+    out = as_dict(done.outputs[0])
+    assert (out["namespace"], out["name"]) == (api, "segments/vip_gold")
+    assert out["outputFacets"]["outputStatistics"]["rowCount"] == 6
+    assert out["facets"]["columnLineage"]["fields"]["phone"]["inputFields"][0]["field"] == "phone"
+
+
 def test_failure_reports_the_error_and_the_counts_so_far(attentive_emulator: Emulator, warehouse: Path) -> None:
     op = _attributes(max_failed_ratio=0.0)  # the invalid row fails the run after everything was recorded
     with pytest.raises(Exception, match="invalid"):
@@ -310,6 +340,11 @@ def test_each_operator_names_its_destination(warehouse: Path) -> None:
     )
     subs = AttentiveSubscriptionsOperator(task_id="s", sync_id="vip", mode="add", **common)
     assert subs.openlineage_destination() == "subscriptions/vip"
+    # A segment is named by its external id, whichever sync fills it.
+    segment = AttentiveSegmentsOperator(
+        task_id="g", sync_id="vip", segment_external_id="vip_gold", segment_name="VIP Gold", mode="add", **common
+    )
+    assert segment.openlineage_destination() == "segments/vip_gold"
 
 
 def test_a_model_the_parser_cannot_read_still_reports_the_destination(warehouse: Path) -> None:
@@ -400,4 +435,4 @@ def test_without_the_openlineage_provider_the_operators_run_as_before(tmp_path: 
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result == {"added": 3, "errors": [], "dags": 3, "loaded": []}
+    assert result == {"added": 3, "errors": [], "dags": 4, "loaded": []}
