@@ -137,6 +137,13 @@ def add_customers(conn: sqlite3.Connection, ids: Sequence[int] | range) -> None:
     conn.commit()
 
 
+def update_customer(conn: sqlite3.Connection, pk: int, **values: str) -> None:
+    """Give customer ``pk`` new ``phone`` / ``email`` values."""
+    columns = ", ".join(f"{name} = ?" for name in values)  # names from the tests only
+    conn.execute(f"UPDATE customers SET {columns} WHERE customer_id = ?", (*values.values(), pk))
+    conn.commit()
+
+
 def delete_customers(conn: sqlite3.Connection, where: str, params: Sequence[Any] = ()) -> None:
     conn.execute(f"DELETE FROM customers WHERE {where}", params)
     conn.commit()
@@ -402,8 +409,7 @@ def test_a_4xx_line_rejects_its_row_with_the_message_and_it_is_not_resent_until_
     again = run(warehouse, transport, obj=obj())
     assert again["skipped_rejected"] == 1 and len(member_requests(attentive_emulator, ADD)) == 1
 
-    warehouse.execute("UPDATE customers SET email = 'fixed7@example.com' WHERE customer_id = 7")
-    warehouse.commit()
+    update_customer(warehouse, 7, email="fixed7@example.com")
     fixed = run(warehouse, transport)
     assert member_requests(attentive_emulator, ADD)[1:] == [[{"phone": phone(7), "email": "fixed7@example.com"}]]
     assert fixed["added"] == 1 and phone(7) in members(attentive_emulator)
@@ -417,8 +423,7 @@ def test_a_disjoint_identifier_change_adds_the_new_set_then_removes_the_old_one_
 ) -> None:
     create_customers(warehouse, 10)
     run(warehouse, transport)
-    warehouse.execute("UPDATE customers SET phone = ?, email = 'new3@example.com' WHERE customer_id = 3", (phone(503),))
-    warehouse.commit()
+    update_customer(warehouse, 3, phone=phone(503), email="new3@example.com")
 
     changed = run(warehouse, transport)
     assert member_requests(attentive_emulator, ADD)[1:] == [[{"phone": phone(503), "email": "new3@example.com"}]]
@@ -444,8 +449,7 @@ def test_a_change_that_keeps_the_email_removes_nothing(
 ) -> None:
     create_customers(warehouse, 10)
     run(warehouse, transport)
-    warehouse.execute("UPDATE customers SET phone = ? WHERE customer_id = 4", (phone(504),))
-    warehouse.commit()
+    update_customer(warehouse, 4, phone=phone(504))
     first = run(warehouse, transport)
     second = run(warehouse, transport)
     assert member_requests(attentive_emulator, ADD)[1:] == [[{"phone": phone(504), "email": "user4@example.com"}]]
@@ -460,8 +464,7 @@ def test_with_jobs_held_the_old_identifiers_are_not_removed_before_the_add_compl
     client = attentive_emulator.client
     create_customers(warehouse, 10)
     run(warehouse, transport)
-    warehouse.execute("UPDATE customers SET phone = ?, email = 'new5@example.com' WHERE customer_id = 5", (phone(505),))
-    warehouse.commit()
+    update_customer(warehouse, 5, phone=phone(505), email="new5@example.com")
     client.set_job_settings(hold=True)
     run(warehouse, transport, wait_s=0.1)
     run(warehouse, transport, wait_s=0.1)
@@ -482,8 +485,8 @@ def test_a_leaver_sharing_an_email_with_someone_who_stays_is_not_removed(
     warehouse: sqlite3.Connection, transport: AttentiveTransport, attentive_emulator: Emulator
 ) -> None:
     create_customers(warehouse, 10)
-    warehouse.execute("UPDATE customers SET email = 'family@example.com' WHERE customer_id IN (1, 2)")
-    warehouse.commit()
+    for pk in (1, 2):
+        update_customer(warehouse, pk, email="family@example.com")
     run(warehouse, transport)
     delete_customers(warehouse, "customer_id = 2")
     summary = run(warehouse, transport)
@@ -661,8 +664,7 @@ def test_a_sequence_of_runs_of_every_kind_asks_for_no_subscription_and_texts_nob
     run(warehouse, transport, member_batch_size=25)
     delete_customers(warehouse, "customer_id < 5")
     add_customers(warehouse, range(100, 105))
-    warehouse.execute("UPDATE customers SET phone = ?, email = 'x10@example.com' WHERE customer_id = 10", (phone(510),))
-    warehouse.commit()
+    update_customer(warehouse, 10, phone=phone(510), email="x10@example.com")
     run(warehouse, transport)
     run(warehouse, transport, mode="add")
     run(warehouse, transport, mode="remove", sql=f"{SQL} WHERE customer_id >= 100")
