@@ -7,26 +7,27 @@ while the emulator holds its jobs, and succeeds once they are released.
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
-import sys
 import textwrap
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from airflow_provider_attentive.emulator import ALL_SCOPES, Emulator, EmulatorProcess, KeySpec
-from tests.helpers.postgres import pg_connect
+from tests.helpers.airflow_cli import (
+    airflow,
+    airflow_env,
+    airflow_services,
+    attentive_conn,
+    metadata,
+    sqlite_conn,
+    wait_for,
+)
 from tests.helpers.warehouse import Warehouse, create_customers
 
 pytestmark = pytest.mark.slow
 
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
 KEY = "sk_bulk_deferrable_key_8086"
 DAG_ID = "attentive_bulk_deferrable"
 TASK_ID = "sync_loyalty_bulk"
@@ -69,22 +70,8 @@ def stack(tmp_path: Path) -> Iterator[tuple[EmulatorProcess, dict[str, str], War
     warehouse = Warehouse(tmp_path / "warehouse.db")
     create_customers(warehouse, ROWS)
     with Emulator.spawn(keys={KEY: KeySpec(scopes=ALL_SCOPES)}) as emu:
-        env = dict(os.environ)
-        env.update(
-            AIRFLOW_HOME=str(tmp_path / "airflow"),
-            AIRFLOW__CORE__DAGS_FOLDER=str(dags),
-            AIRFLOW__CORE__LOAD_EXAMPLES="False",
-            AIRFLOW_CONN_ATTENTIVE_DEFAULT=json.dumps({"conn_type": "attentive", "host": emu.url, "password": KEY}),
-            AIRFLOW_CONN_WAREHOUSE=json.dumps({"conn_type": "sqlite", "host": str(warehouse.path)}),
-        )
-        yield emu, env, warehouse
-
-
-def airflow(env: dict[str, str], *args: str, timeout: float = 300) -> str:
-    proc = subprocess.run([AIRFLOW, *args], env=env, capture_output=True, text=True, timeout=timeout)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"airflow {' '.join(args)} failed:\n{output[-4000:]}"
-    return output
+        connections = {"attentive_default": attentive_conn(emu.url, KEY), "warehouse": sqlite_conn(warehouse.path)}
+        yield emu, airflow_env(tmp_path / "airflow", dags, connections), warehouse
 
 
 def submitted_users(emu: EmulatorProcess) -> list[int]:
@@ -122,33 +109,6 @@ def test_dags_test_defers_resumes_and_every_row_ends_ok(
 # ------------------------------------------------------------------------------- scheduler + triggerer ----
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(predicate: Callable[[], Any], timeout: float, what: str, every: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def metadata(db: dict[str, Any], sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Rows of a query on the metadata database (the CLI costs seconds per call; this, milliseconds)."""
-    conn = pg_connect(db)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, params)
-            return list(cur.fetchall())
-    finally:
-        conn.close()
-
-
 def task_states(db: dict[str, Any]) -> list[str]:
     """The states of the DAG's task instances."""
     rows = metadata(db, "SELECT state FROM task_instance WHERE dag_id = %s AND task_id = %s", DAG_ID, TASK_ID)
@@ -161,29 +121,11 @@ def test_scheduler_defers_the_task_and_the_triggerer_resumes_it(
 ) -> None:
     emu, env, warehouse = stack
     emu.client.set_job_settings(hold=True)  # the jobs wait for release_jobs: the task stays deferred meanwhile
-    api_port = _free_port()
     db = pg_database
-    env.update(
-        AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
-        AIRFLOW__CORE__EXECUTOR="LocalExecutor",
-        AIRFLOW__CORE__PARALLELISM="2",
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"postgresql+psycopg2://{db['user']}@{db['host']}:{db['port']}/{db['dbname']}",
-        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{api_port}/execution/",
-        AIRFLOW__API_AUTH__JWT_SECRET="bulk-deferrable-test-secret-not-for-production",
-        AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
-        AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="1",
-    )
-    airflow(env, "db", "migrate")
     logs = tmp_path / "logs"
-    logs.mkdir()
-    commands = (["api-server", "--host", "127.0.0.1", "--port", str(api_port)], ["dag-processor"], ["scheduler"])
-    procs = [
-        subprocess.Popen([AIRFLOW, *cmd], env=env, stdout=(logs / f"{cmd[0]}.log").open("w"), stderr=subprocess.STDOUT)
-        for cmd in (*commands, ["triggerer"])
-    ]
-    try:
+    with airflow_services(env, db, logs, triggerer=True):
         parsed = "SELECT 1 FROM serialized_dag WHERE dag_id = %s"
-        _wait(lambda: metadata(db, parsed, DAG_ID), 120, "the DAG to be parsed", every=0.5)
+        wait_for(lambda: metadata(db, parsed, DAG_ID), 120, "the DAG to be parsed", every=0.5)
         airflow(env, "dags", "trigger", DAG_ID)
 
         def deferred() -> bool:
@@ -191,21 +133,13 @@ def test_scheduler_defers_the_task_and_the_triggerer_resumes_it(
             assert not {"failed", "upstream_failed"} & set(states), f"the task failed: {states}"
             return states == ["deferred"]
 
-        _wait(deferred, 120, "the task to defer")
+        wait_for(deferred, 120, "the task to defer")
         assert sorted(job["records"] for job in emu.client.jobs()) == [BATCH - 8, BATCH, BATCH]
-        _wait(lambda: job_polls(emu) >= 3, 60, "the triggerer to poll the held jobs")
+        wait_for(lambda: job_polls(emu) >= 3, 60, "the triggerer to poll the held jobs")
         assert dict(warehouse.statuses(SYNC_ID)) == {"submitted": ROWS}, "rows were counted before their jobs ended"
 
         emu.client.release_jobs()
-        _wait(lambda: task_states(db) == ["success"], 120, "the resumed task to succeed")
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        wait_for(lambda: task_states(db) == ["success"], 120, "the resumed task to succeed")
     assert_every_row_ok(emu, warehouse)
     for path in [*logs.iterdir(), *(tmp_path / "airflow" / "logs").rglob("*")]:
         if path.is_file():

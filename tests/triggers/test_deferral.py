@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from airflow_provider_attentive.emulator import ALL_SCOPES, Emulator, KeySpec
+from tests.helpers.airflow_cli import airflow, airflow_env, attentive_conn
 
 pytestmark = pytest.mark.slow
 
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
 KEY = "sk_deferral_key_5521"
 
 DAG_FILE = textwrap.dedent(
@@ -62,18 +59,10 @@ def test_a_deferred_task_resumes_with_the_jobs_statuses(tmp_path: Path) -> None:
     event_file = tmp_path / "event.json"
     with Emulator.spawn(keys={KEY: KeySpec(scopes=ALL_SCOPES)}) as emu:
         emu.client.set_job_settings(pending_s=0.1, delay_s=1.0)
-        env = dict(os.environ)
-        env.update(
-            AIRFLOW_HOME=str(tmp_path / "airflow"),
-            AIRFLOW__CORE__DAGS_FOLDER=str(dags),
-            AIRFLOW__CORE__LOAD_EXAMPLES="False",
-            AIRFLOW_CONN_ATTENTIVE_DEFAULT=json.dumps({"conn_type": "attentive", "host": emu.url, "password": KEY}),
-            EVENT_FILE=str(event_file),
-        )
-        for args in (["db", "migrate"], ["dags", "test", "attentive_bulk_deferral"]):
-            proc = subprocess.run([AIRFLOW, *args], env=env, capture_output=True, text=True, timeout=300)
-            output = proc.stdout + proc.stderr
-            assert proc.returncode == 0, f"airflow {' '.join(args)} failed:\n{output[-4000:]}"
+        connections = {"attentive_default": attentive_conn(emu.url, KEY)}
+        env = airflow_env(tmp_path / "airflow", dags, connections, EVENT_FILE=str(event_file))
+        airflow(env, "db", "migrate")
+        output = airflow(env, "dags", "test", "attentive_bulk_deferral")
         polls = [r for r in emu.client.requests() if r["path"].startswith("/v2/bulk/job/")]
     event = json.loads(event_file.read_text())
     assert event["status"] == "done", event
