@@ -7,7 +7,9 @@ from typing import Any
 
 import httpx
 
-__all__ = ["EMAIL", "PHONE", "error_message", "finished_job", "v2_client"]
+from airflow_provider_attentive.emulator import Emulator
+
+__all__ = ["EMAIL", "PHONE", "error_message", "finished_job", "release_and_finish", "v2_client"]
 
 PHONE = "+14155550100"
 EMAIL = "person@example.com"
@@ -39,3 +41,13 @@ def finished_job(api: httpx.Client, job_id: str, timeout: float = 5.0) -> dict[s
             return status
         assert time.monotonic() < deadline, f"job {job_id} still {status['status']} after {timeout}s"
         time.sleep(0.02)
+
+
+def release_and_finish(emu: Emulator, timeout: float = 10.0) -> None:
+    """Let held jobs go and wait until each has finished, as the trigger would before firing."""
+    emu.client.release_jobs()
+    emu.client.set_job_settings()  # jobs submitted from now on complete on their own
+    deadline = time.monotonic() + timeout
+    while any(job["status"] not in ("COMPLETED", "FAILED") for job in emu.client.jobs()):
+        assert time.monotonic() < deadline, "released jobs did not finish"
+        time.sleep(0.05)

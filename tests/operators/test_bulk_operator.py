@@ -13,6 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from airflow_provider_attentive.emulator import Emulator
 from airflow_provider_attentive.operators.attributes import AttentiveAttributesOperator
 from airflow_provider_attentive.triggers.bulk_job import AttentiveBulkJobTrigger
+from tests.helpers.emulator import release_and_finish
 from tests.helpers.operators import TaskInstance, context, operator
 from tests.helpers.records import request_count
 from tests.helpers.warehouse import Warehouse, create_customers
@@ -60,16 +61,6 @@ def bulk_users_sent(emu: Emulator) -> int:
 
 def state_statuses(db: Warehouse) -> dict[str, int]:
     return dict(db.statuses("bulk.operator"))
-
-
-def release_and_finish(emu: Emulator, timeout: float = 10.0) -> None:
-    """Let held jobs go and wait until each has finished, as the trigger would before firing."""
-    emu.client.release_jobs()
-    emu.client.set_job_settings()  # jobs submitted from now on complete on their own
-    deadline = time.monotonic() + timeout
-    while any(job["status"] not in ("COMPLETED", "FAILED") for job in emu.client.jobs()):
-        assert time.monotonic() < deadline, "released jobs did not finish"
-        time.sleep(0.05)
 
 
 # ----------------------------------------------------------------------------------- bulk=True access ----

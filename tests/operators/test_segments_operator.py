@@ -21,7 +21,7 @@ from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from airflow_provider_attentive.emulator import Emulator
 from airflow_provider_attentive.operators.segments import AttentiveSegmentsOperator
 from airflow_provider_attentive.triggers.bulk_job import AttentiveBulkJobTrigger
-from tests.helpers.emulator import v2_client
+from tests.helpers.emulator import release_and_finish, v2_client
 from tests.helpers.operators import TaskInstance, context
 from tests.helpers.phones import phone
 from tests.helpers.records import request_count
@@ -102,16 +102,6 @@ def assert_nobody_texted(emu: Emulator) -> None:
     for endpoint in SUBSCRIPTION_ENDPOINTS:
         assert request_count(emu, endpoint) == 0, endpoint
     assert emu.client.messages() == []
-
-
-def release_and_finish(emu: Emulator, timeout: float = 10.0) -> None:
-    """Let held jobs go and wait until each has finished, as the trigger would before firing."""
-    emu.client.release_jobs()
-    emu.client.set_job_settings()  # jobs submitted from now on complete on their own
-    deadline = time.monotonic() + timeout
-    while any(job["status"] not in ("COMPLETED", "FAILED") for job in emu.client.jobs()):
-        assert time.monotonic() < deadline, "released jobs did not finish"
-        time.sleep(0.05)
 
 
 class OutletEvents(dict[Asset, SimpleNamespace]):
