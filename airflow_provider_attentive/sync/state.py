@@ -31,6 +31,7 @@ from typing import Any
 
 from airflow_provider_attentive.client.scrub import scrub
 from airflow_provider_attentive.sync.errors import SyncConfigError, SyncLockedError
+from airflow_provider_attentive.sync.values import mask_text
 
 # Matched with fullmatch: "$" also matches before a final newline, which would let "name\n" into the SQL.
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -561,7 +562,8 @@ def _trim(message: str | None) -> str | None:
     if message is None:
         return None
     # Scrubbed before the cut: a cut through a bearer token would leave a prefix that no longer looks like one.
-    message = scrub(message)
+    # Phones and emails Attentive quotes in a refusal are masked like every key in the log table.
+    message = mask_text(scrub(message))
     return message if len(message) <= MESSAGE_MAX else message[: MESSAGE_MAX - 3] + "..."
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_attentive.sync.values import mask_key, mask_payload
+from airflow_provider_attentive.sync.values import mask_key, mask_payload, mask_text
 
 __all__ = ["Summary", "render_table"]
 
@@ -99,7 +99,7 @@ class Summary:
 
     def error(self, key: str, reason: str, status: int | None = None) -> None:
         if len(self.errors) < MAX_ERRORS:
-            item: dict[str, Any] = {"key": key, "reason": reason}
+            item: dict[str, Any] = {"key": key, "reason": mask_text(reason)}
             if status is not None:
                 item["http_status"] = status
             self.errors.append(item)

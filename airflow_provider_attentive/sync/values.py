@@ -211,6 +211,18 @@ def mask_email(email: str) -> str:
 
 
 _PHONE_LIKE = re.compile(r"^\+?[\d\s().-]{7,}$")
+_PHONE_IN_TEXT = re.compile(r"\+\d{7,15}\b")
+_EMAIL_IN_TEXT = re.compile(r"[^\s@'\"<>(),;:]+@[^\s@'\"<>(),;:]+\.[A-Za-z]{2,}")
+
+
+def mask_text(text: str) -> str:
+    """Mask the E.164 phones and email addresses inside a message (Attentive's own 4xx texts may quote them)."""
+    if "+" in text:
+        text = _PHONE_IN_TEXT.sub(lambda m: mask_phone(m.group()), text)
+    if "@" in text:
+        text = _EMAIL_IN_TEXT.sub(lambda m: mask_email(m.group()), text)
+    return text
+
 
 
 def mask_key(key: str) -> str:

@@ -9,6 +9,7 @@ import pytest
 
 from airflow_provider_attentive.emulator import Emulator
 from airflow_provider_attentive.sync.objects import AttributesType
+from airflow_provider_attentive.sync.state import RowOutcome, StateStore
 from airflow_provider_attentive.sync.summary import MAX_REASONS, REASON_EXAMPLES, Summary, render_table
 from tests.helpers.engine import RunSync
 from tests.helpers.objects import attributes, subs
@@ -132,3 +133,21 @@ def test_rows_of_earlier_jobs_and_an_extra_operation_show_in_the_table() -> None
     assert "| earlier jobs' rows          | 7 ok / 0 rejected / 2 failed" in table
     assert "| retired " in table and "0 ok / 0 failed / 3 planned" in table
     assert s.as_dict()["succeeded"] == {"added": 0, "changed": 0, "removed": 0, "retired": 0}
+
+
+def test_phones_and_emails_quoted_in_a_refusal_are_masked_in_the_summary_and_the_log_table() -> None:
+    quoted = "member {'phone': '+14155550123', 'email': 'ann.lee@example.com'} was refused"
+    s = summary()
+    s.error("17", quoted, 400)
+    assert s.as_dict()["errors"] == [
+        {"key": "17", "reason": "member {'phone': '+1******0123', 'email': 'a***@example.com'} was refused",
+         "http_status": 400}
+    ]  # fmt: skip
+    conn = sqlite3.connect(":memory:")
+    store = StateStore(conn)
+    store.ensure_tables()
+    store.write_outcomes(
+        "s", "r", [RowOutcome(pk="17", op="added", status="rejected", message=quoted, write_state=False)]
+    )
+    (message,) = conn.execute("SELECT message FROM attentive_sync_log").fetchone()
+    assert "+14155550123" not in message and "ann.lee@" not in message and "+1******0123" in message
