@@ -8,14 +8,19 @@ with every row ``ok``, the segment holding exactly the model, and nobody texted.
 
 from __future__ import annotations
 
-import time
-from collections import Counter
+import dataclasses
 from typing import Any
 
 import pytest
 
-from tests.crash.test_bulk_kill import finish_jobs, killed
-from tests.helpers.crash import LOCK_TTL_S, Launcher, Run, assert_accounted, assert_no_secrets, rng_for
+from tests.helpers.bulk_crash import (
+    BulkCrashCase,
+    finish_jobs,
+    kill_after_jobs_were_recorded,
+    kill_before_a_job_is_recorded,
+    kill_while_waiting_for_jobs,
+)
+from tests.helpers.crash import LOCK_TTL_S, Launcher, assert_accounted, assert_no_secrets, rng_for
 from tests.helpers.phones import phone
 from tests.helpers.warehouse import Warehouse, create_customers
 
@@ -57,18 +62,6 @@ def submissions(launcher: Launcher, endpoint: str = ADD) -> list[list[str]]:
         [PK_BY_PHONE[m["phone"]] for m in (request.get("body") or {}).get("members") or []]
         for request in launcher.client.requests(endpoint=endpoint)
     ]
-
-
-def recorded(warehouse: Warehouse) -> dict[str, str]:
-    """Rows written down as carried by a job: ``{pk: job_id}``."""
-    rows = warehouse.query(
-        "SELECT pk, job_id FROM attentive_sync_state WHERE sync_id = ? AND status = 'submitted'", (SYNC_ID,)
-    )
-    return {str(pk): str(job_id) for pk, job_id in rows}
-
-
-def recorded_jobs(warehouse: Warehouse) -> set[str]:
-    return {str(r[0]) for r in warehouse.query("SELECT job_id FROM attentive_sync_jobs WHERE sync_id = ?", (SYNC_ID,))}
 
 
 def segment_members(launcher: Launcher) -> set[str]:
@@ -114,142 +107,50 @@ def model(warehouse: Warehouse) -> Warehouse:
     return warehouse
 
 
-# ------------------------------------------------------------------------------ before the record ----
+CASE = BulkCrashCase(
+    sync_id=SYNC_ID,
+    rows=ROWS,
+    per_request=MEMBERS,
+    endpoint=ADD,
+    rate_limit="rate_limit_segment_members_add",
+    config=config,
+    submissions=submissions,
+    ends_as_the_model=assert_ends_as_the_model,
+)
 
 
 def test_killed_after_attentive_accepted_a_member_job_but_before_it_was_recorded_its_rows_are_resent(
     launcher: Launcher, warehouse: Warehouse, request: pytest.FixtureRequest
 ) -> None:
     """Each round, 100 people join the model; the kill lands between Attentive's 202 and the job's record."""
-    rng = rng_for(request)
-    client = launcher.client
     create_customers(warehouse, 0)
-    for k in range(3):
-        finish_jobs(launcher)
+
+    def hundred_join(k: int) -> set[str]:
         joining = range(k * 100, (k + 1) * 100)
         warehouse.executemany(
             "INSERT INTO customers VALUES (?, ?, ?, 'gold', 0)",
             [(i, phone(i), f"user{i}@example.com") for i in joining],
         )
-        # Slow answers on the member endpoint: the run is frozen while the n-th request still waits for its own.
-        client.set_faults(latency_ms=300, endpoints=[ADD])
-        before = len(submissions(launcher))
-        known = {job["id"] for job in client.jobs()}
-        n = rng.randint(1, 4)
+        return {str(i) for i in joining}
 
-        def nth_arrived(n: int = n, before: int = before) -> bool:
-            return len(submissions(launcher)) - before >= n
-
-        def freeze_until_accepted(run: Run) -> None:
-            # Frozen before the n-th job's 202 reaches it, the run never reads that answer (nor is the warehouse
-            # read meanwhile: the run may be frozen holding SQLite's lock).
-            run.freeze()
-            at_freeze = len(client.jobs())
-            deadline = time.monotonic() + 10
-            while len(client.jobs()) == at_freeze:
-                assert time.monotonic() < deadline, "Attentive never accepted the job"
-                time.sleep(0.005)
-
-        killed(launcher.kill_when(config(), nth_arrived, then=freeze_until_accepted))
-        lost = {job["id"] for job in client.jobs()} - known - recorded_jobs(warehouse)
-        assert lost, "no job was accepted without being recorded"
-        state = warehouse.state(SYNC_ID)
-        pending = {pk for pk, row in state.items() if row["status"] == "pending"}
-        assert len(pending) >= MEMBERS, "the rows of a job Attentive accepted, unrecorded, are not pending"
-        waiting = recorded(warehouse)
-        assert not pending & set(waiting)
-
-        # The next run settles the pending rows and sends them again; rows of recorded jobs are not sent.
-        client.set_faults()
-        client.set_job_settings(hold=True)  # open until the next round, which finds them recorded
-        seen = len(submissions(launcher))
-        launcher.complete(config(bulk_wait=0))
-        resent = Counter(pk for batch in submissions(launcher)[seen:] for pk in batch)
-        assert pending <= set(resent), "a pending row was not sent again"
-        assert not set(resent) & set(waiting), "a row of a recorded job was submitted again"
-        assert max(resent.values()) == 1
-        assert set(resent) | set(waiting) == {str(i) for i in joining}, "a row was neither recorded nor sent"
-
-    seen = len(submissions(launcher))
-    assert_ends_as_the_model(launcher, warehouse)
-    assert submissions(launcher)[seen:] == [], "a recorded job's rows were submitted again after it completed"
-
-
-# ------------------------------------------------------------------------------- after the record ----
+    kill_before_a_job_is_recorded(CASE, launcher, warehouse, rng_for(request), hundred_join)
 
 
 def test_killed_after_member_jobs_were_recorded_the_next_run_reconciles_them_without_resubmitting(
     launcher: Launcher, model: Warehouse, request: pytest.FixtureRequest
 ) -> None:
-    rng = rng_for(request)
-    client = launcher.client
-    client.set_job_settings(hold=True)  # recorded jobs stay open across the kills
-    launcher.set_connection(rate_limit_segment_members_add=10)  # paced: still submitting when the kill lands
-    ever: set[str] = set()  # rows recorded at some kill
-    pending: set[str] = set()  # rows a kill left pending: in flight, or accepted and not yet recorded
-    for _ in range(3):
-        seen = len(submissions(launcher))
-        target = len(recorded_jobs(model)) + rng.randint(1, 4)
+    def nobody_removed_while_adds_are_open() -> None:
+        assert launcher.client.requests(endpoint=REMOVE) == [], "a mirror removed someone while its adds were open"
 
-        def enough_recorded(target: int = target) -> bool:
-            return len(recorded_jobs(model)) >= target
-
-        killed(launcher.kill_when(config(), enough_recorded, pause=rng.uniform(0, 0.02)))
-        since = {pk for batch in submissions(launcher)[seen:] for pk in batch}
-        assert not since & ever, "a row recorded by an earlier run was submitted again"
-        now = set(recorded(model))
-        assert now >= ever, "a recorded row lost its job before the job ended"
-        ever |= now
-        pending |= {pk for pk, row in model.state(SYNC_ID).items() if row["status"] == "pending"}
-        assert client.requests(endpoint=REMOVE) == [], "a mirror removed someone while its adds were open"
-
-    launcher.set_connection()
-    seen = len(submissions(launcher))
-    assert_ends_as_the_model(launcher, model, leave=MEMBERS)
-    resent = {pk for batch in submissions(launcher)[seen:] for pk in batch}
-    assert not resent & ever, "the last run submitted rows of a recorded job"
-    carriers = Counter(pk for batch in submissions(launcher) for pk in batch)
-    assert set(carriers) == {str(i) for i in range(ROWS)}
-    assert {pk for pk, n in carriers.items() if n > 1} <= pending, "a row went out twice, yet no kill left it pending"
+    case = dataclasses.replace(
+        CASE, ends_as_the_model=lambda launcher, warehouse: assert_ends_as_the_model(launcher, warehouse, leave=MEMBERS)
+    )
+    kill_after_jobs_were_recorded(case, launcher, model, rng_for(request), nobody_removed_while_adds_are_open)
     assert sorted(pk for batch in submissions(launcher, REMOVE) for pk in batch) == sorted(map(str, range(MEMBERS)))
-
-
-# ----------------------------------------------------------------------------------- while waiting ----
 
 
 def test_killed_while_waiting_for_member_jobs_or_reading_their_results_no_row_is_lost_or_resubmitted(
     launcher: Launcher, model: Warehouse, request: pytest.FixtureRequest
 ) -> None:
-    rng = rng_for(request)
-    client = launcher.client
-    client.set_job_settings(hold=True)
-
-    def polls() -> int:
-        return len(client.requests(endpoint="bulk_job"))
-
-    # Every job recorded and the run polling them: killed there, its rows wait for their jobs.
-    base = polls()
-    target = rng.randint(1, 3) * JOBS
-    killed(launcher.kill_when(config(), lambda: polls() - base >= target, pause=rng.uniform(0, 0.05)))
-    assert dict(model.statuses(SYNC_ID)) == {"submitted": ROWS}
-    assert len(recorded_jobs(model)) == JOBS == len(client.jobs())
-
-    # Half the jobs released; the next run is killed as it starts reading their results.
-    client.release_jobs(rng.sample([job["id"] for job in client.jobs()], JOBS // 2))
-    downloads = len(client.results_downloads())
-    killed(launcher.kill_when(config(), lambda: len(client.results_downloads()) > downloads, then=Run.freeze))
-    statuses = model.statuses(SYNC_ID)
-    assert set(statuses) <= {"ok", "submitted"} and sum(statuses.values()) == ROWS, statuses
-
-    # The rest released; killed at a seeded point while reconciling (or not at all, if it was quicker).
-    client.release_jobs()
-    base = polls()
-    target = rng.randint(1, JOBS)
-    launcher.kill_when(config(), lambda: polls() - base >= target, pause=rng.uniform(0, 0.05))
-    statuses = model.statuses(SYNC_ID)
-    assert set(statuses) <= {"ok", "submitted"} and sum(statuses.values()) == ROWS, statuses
-
-    assert len(submissions(launcher)) == JOBS
-    assert_ends_as_the_model(launcher, model)
-    assert len(submissions(launcher)) == JOBS, "a job's rows were submitted again"
-    assert len(client.jobs()) == JOBS and client.requests(endpoint=REMOVE) == []
+    kill_while_waiting_for_jobs(CASE, launcher, model, rng_for(request))
+    assert launcher.client.requests(endpoint=REMOVE) == []
