@@ -25,7 +25,13 @@ from airflow_provider_attentive.emulator import ALL_SCOPES, Emulator, EmulatorPr
 
 ROOT = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
-EXAMPLE_DAGS = ("attentive_loyalty_attributes", "attentive_order_shipped_events", "attentive_vip_sms_list")
+EXAMPLE_DAGS = (
+    "attentive_loyalty_attributes",
+    "attentive_order_shipped_events",
+    "attentive_vip_sms_list",
+    "attentive_vip_gold_segment",
+)
+GOLD_CUSTOMERS = 67  # scripts/demo.py's valid gold-tier customers (its garbage phone is gold too, and invalid)
 pytestmark = pytest.mark.slow
 
 
@@ -89,9 +95,7 @@ def test_example_dags_parse_without_errors() -> None:
 
     bag = DagBag(dag_folder=str(ROOT / "dags"))
     assert not bag.import_errors
-    assert {"attentive_loyalty_attributes", "attentive_order_shipped_events", "attentive_vip_sms_list"} <= set(
-        bag.dag_ids
-    )
+    assert set(EXAMPLE_DAGS) <= set(bag.dag_ids)
 
 
 def test_connection_test_command(stack: tuple[EmulatorProcess, dict[str, str], Path]) -> None:
@@ -124,10 +128,24 @@ def test_example_dags_run_and_rerun_sends_nothing(
     subscribe = stats["endpoints"]["subscribe"]
     # A 429 is not a subscribe (nothing was applied; the transport sends it again): counted apart.
     assert subscribe["requests"] - subscribe["rate_limited"] == 40 and stats["repeat_subscribes"] == 0
+    # The segment holds the gold customers, from one member request, and texted nobody: every message went to a
+    # new subscriber of the SMS list.
+    segment = emu.client.segments()["vip_gold"]
+    assert segment["name"] == "VIP Gold (warehouse)" and len(segment["members"]) == GOLD_CUSTOMERS
+    assert stats["endpoints"]["segment_members_add"]["requests"] == 1
+    assert len(emu.client.messages()) == subscribe["requests"] - subscribe["rate_limited"]
     # The same interval again: every order was delivered, so nothing is sent.
     out = airflow(env, "dags", "test", "attentive_order_shipped_events", date)
     assert emu.client.stats()["endpoints"]["events"]["requests"] == 30
     assert re.search(r"\| unchanged +\| 30 ", out), out[-3000:]
+    # The segment again: nothing changed, so the segment is read and no member request goes out.
+    out = airflow(env, "dags", "test", "attentive_vip_gold_segment", date)
+    assert re.search(rf"\| unchanged +\| {GOLD_CUSTOMERS} ", out), out[-3000:]
+    assert re.search(r"\| segment +\| unchanged ", out), out[-3000:]
+    after = emu.client.stats()["endpoints"]
+    assert after["segment_members_add"]["requests"] == 1 and after["segment_members_remove"]["requests"] == 0
+    assert len(emu.client.segments()["vip_gold"]["members"]) == GOLD_CUSTOMERS
+    assert "e2e-key" not in out
 
 
 def test_example_dags_report_lineage(
@@ -158,6 +176,13 @@ def test_example_dags_report_lineage(
             "subscriptions/vip_sms_list",
             40,
             40,
+        ),
+        "attentive_vip_gold_segment.vip_gold_segment": (
+            "main.customers",
+            {"customer_id", "phone", "email"},  # the columns the model selects (loyalty_tier only filters)
+            "segments/vip_gold",
+            GOLD_CUSTOMERS + 1,
+            GOLD_CUSTOMERS,
         ),
     }
     for job, (table, columns, destination, rows_read, rows_sent) in expected.items():
