@@ -44,7 +44,9 @@ SQL = "SELECT customer_id, phone, email, loyalty_tier, ltv FROM customers"
 class InstantSender:
     """Accepts every request at once: isolates the engine's own cost from the network and rate limits."""
 
-    def send_many(self, endpoint_name: str, requests: Iterable[Request]) -> Iterator[Result]:
+    def send_many(
+        self, endpoint_name: str, requests: Iterable[Request], *, window: int | None = None
+    ) -> Iterator[Result]:
         for r in requests:
             yield Result(r.key, endpoint_name, RequestOutcome.OK, 200, {}, None, 1, 0, 0.0)
 

@@ -245,23 +245,28 @@ class AttentiveTransport:
         rate = self.config.rate_for(endpoint_name)
         return max(8, min(2 * self.config.max_concurrency, math.ceil(rate) + 4))
 
-    def send_many(self, endpoint_name: EndpointName | str, requests: Iterable[Request]) -> Iterator[Result]:
+    def send_many(
+        self, endpoint_name: EndpointName | str, requests: Iterable[Request], *, window: int | None = None
+    ) -> Iterator[Result]:
         """Send ``requests`` concurrently and yield one :class:`Result` per request as each completes.
 
-        ``requests`` is consumed lazily, in the calling thread, and at most :meth:`look_ahead` requests
-        are pulled but not yet yielded back; the window refills as results are taken, so a
-        slow producer or consumer never drains the pipeline. If the iterable raises, nothing more is
-        pulled, the results of requests already pulled are yielded, then the exception is re-raised.
+        ``requests`` is consumed lazily, in the calling thread, and at most ``window`` (default
+        :meth:`look_ahead`) requests are pulled but not yet yielded back; the window refills as results are
+        taken, so a slow producer or consumer never drains the pipeline. If the iterable raises, nothing more
+        is pulled, the results of requests already pulled are yielded, then the exception is re-raised.
         Closing the iterator early cancels what is still outstanding (those requests may or may not
         have reached Attentive).
         """
         endpoint = get_endpoint(endpoint_name)
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+            raise ValueError(f"window must be a positive integer, got {window!r}")
         loop_thread = self._get_loop_thread()
-        return self._send_many(loop_thread, endpoint, requests)
+        return self._send_many(loop_thread, endpoint, requests, window or self.look_ahead(endpoint.name))
 
-    def _send_many(self, loop_thread: LoopThread, endpoint: Endpoint, requests: Iterable[Request]) -> Iterator[Result]:
+    def _send_many(
+        self, loop_thread: LoopThread, endpoint: Endpoint, requests: Iterable[Request], window: int
+    ) -> Iterator[Result]:
         source = iter(requests)
-        window = self.look_ahead(endpoint.name)
         done: queue.SimpleQueue[concurrent.futures.Future[Result]] = queue.SimpleQueue()
         outstanding: dict[concurrent.futures.Future[Result], Request] = {}
         exhausted = False

@@ -389,6 +389,8 @@ class AttentiveHook(BaseHook):
         """``POST /v1/identity-resolution/user-identifiers``: link identifiers to one user."""
         return self.get_conn().request(EndpointName.IDENTITY, body)
 
-    def send_many(self, endpoint_name: EndpointName | str, requests: Iterable[Request]) -> Iterator[Result]:
+    def send_many(
+        self, endpoint_name: EndpointName | str, requests: Iterable[Request], *, window: int | None = None
+    ) -> Iterator[Result]:
         """Send many requests concurrently; see :meth:`AttentiveTransport.send_many`."""
-        return self.get_conn().send_many(endpoint_name, requests)
+        return self.get_conn().send_many(endpoint_name, requests, window=window)

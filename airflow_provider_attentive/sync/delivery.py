@@ -27,7 +27,7 @@ __all__ = ["BaseDelivery", "Delivery", "PerRowDelivery", "Sender"]
 class Sender(Protocol):
     """What a delivery needs from the transport (``client.AttentiveTransport`` or ``AttentiveHook``)."""
 
-    def send_many(self, endpoint: Any, requests: Any) -> Iterator[Result]: ...
+    def send_many(self, endpoint: Any, requests: Any, *, window: int | None = None) -> Iterator[Result]: ...
 
 
 class Delivery(Protocol):

@@ -141,9 +141,13 @@ class Recorder:
     def flush(self, force: bool = False) -> None:
         if self.run.options.dry_run or not self._outcomes:
             return
+        # A bulk delivery's rows arrive a job at a time (up to 10,000), and a job is closed only after its rows'
+        # outcomes are written: buffering a job's worth loses nothing in a crash (the job is read again), while
+        # writing every 100 rows spent most of a large reconcile in commits.
+        size = max(self.run.options.batch_size, self.run.send_batch_size)
         if (
             not force
-            and len(self._outcomes) < self.run.options.batch_size
+            and len(self._outcomes) < size
             and (time.monotonic() - self._last_flush < self.run.options.flush_interval_s)
         ):
             return

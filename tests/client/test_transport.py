@@ -394,6 +394,31 @@ def test_closing_send_many_early_cancels_the_rest(attentive_emulator: Emulator) 
         assert transport.request("me").ok  # still usable
 
 
+def test_a_window_bounds_how_many_requests_are_pulled_before_their_answers_are_taken(
+    attentive_emulator: Emulator,
+) -> None:
+    attentive_emulator.client.set_faults(latency_ms=50)
+    pulled = 0
+    most_ahead = 0
+    answered = 0
+
+    def produce() -> Iterator[Request]:
+        nonlocal pulled, most_ahead
+        for i in range(30):
+            pulled += 1
+            most_ahead = max(most_ahead, pulled - answered)
+            yield Request(i, attrs(i))
+
+    with make(attentive_emulator.url) as transport:
+        assert transport.look_ahead("attributes") > 3
+        for result in transport.send_many("attributes", produce(), window=3):
+            assert result.ok
+            answered += 1
+        assert (pulled, answered, most_ahead) == (30, 30, 3)
+        with pytest.raises(ValueError, match="window must be a positive integer"):
+            transport.send_many("attributes", [], window=0)
+
+
 def test_look_ahead_is_about_one_second_of_the_rate(attentive_emulator: Emulator) -> None:
     # What is pulled ahead is what a crash can leave in doubt: keep it to what the limit can start soon.
     with make(attentive_emulator.url) as transport:
