@@ -224,7 +224,6 @@ def mask_text(text: str) -> str:
     return text
 
 
-
 def mask_key(key: str) -> str:
     """Mask a primary key for logs when it is itself a phone number or an email address."""
     if "@" in key:
