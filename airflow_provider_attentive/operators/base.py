@@ -78,6 +78,8 @@ class AttentiveSyncOperator(AttentiveLineageMixin, BaseOperator):
 
     object_type: ClassVar[str] = ""
     mode_default: ClassVar[str] = ""
+    #: the parameter the asset's URI is named after (for the message when it is templated)
+    asset_key_field: ClassVar[str] = "sync_id"
     # Operators that send bulk jobs set these from their own parameters (see after_run).
     deferrable: bool = False
     bulk_wait: float = 0.0
@@ -147,12 +149,24 @@ class AttentiveSyncOperator(AttentiveLineageMixin, BaseOperator):
         self.log_retention_days = log_retention_days
         self.emit_asset = emit_asset
         if emit_asset:
+            uri = self.asset_uri()
+            if "{{" in uri or "{%" in uri:
+                # Outlets are declared when the DAG is parsed, before templates render: the run's asset event
+                # would go to another asset than the one downstream DAGs schedule on.
+                raise ValueError(
+                    f"emit_asset=True needs the asset's name when the DAG is parsed, but {uri!r} is templated: give "
+                    f"a literal {self.asset_key_field}, or leave emit_asset off and declare outlets=[Asset(...)]"
+                )
             self.outlets = [*self.outlets, self.asset]
+
+    def asset_uri(self) -> str:
+        """The URI of the asset a completed sync updates: ``attentive://<object>/<sync_id>``."""
+        return f"attentive://{self.object_type}/{self.sync_id}"
 
     @property
     def asset(self) -> Asset:
-        """The asset a completed sync updates: ``attentive://<object>/<sync_id>``."""
-        uri = f"attentive://{self.object_type}/{self.sync_id}"
+        """The asset a completed sync updates (see :meth:`asset_uri`)."""
+        uri = self.asset_uri()
         # Named after its URI so that a downstream DAG can schedule on Asset("attentive://...") as written.
         return Asset(name=uri, uri=uri)
 

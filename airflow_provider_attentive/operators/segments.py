@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import Asset
-
 from airflow_provider_attentive.assets import destination_name
 from airflow_provider_attentive.client import AttentiveTransport
 from airflow_provider_attentive.operators.base import AttentiveSyncOperator
@@ -43,6 +41,7 @@ class AttentiveSegmentsOperator(AttentiveSyncOperator):
     """
 
     object_type = "segments"
+    asset_key_field = "segment_external_id"
     template_fields = (
         *AttentiveSyncOperator.template_fields,
         "segment_external_id",
@@ -101,11 +100,9 @@ class AttentiveSegmentsOperator(AttentiveSyncOperator):
     def mode_default(self) -> str:  # type: ignore[override]
         return self.mode
 
-    @property
-    def asset(self) -> Asset:
+    def asset_uri(self) -> str:
         """``attentive://segments/<external_id>``: one segment, whichever sync fills it."""
-        uri = f"attentive://segments/{self.segment_external_id}"
-        return Asset(name=uri, uri=uri)
+        return f"attentive://segments/{self.segment_external_id}"
 
     def openlineage_destination(self) -> str:
         return destination_name("segments", self.segment_external_id)

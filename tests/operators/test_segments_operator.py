@@ -19,6 +19,7 @@ from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from airflow_provider_attentive.emulator import Emulator
+from airflow_provider_attentive.operators.attributes import AttentiveAttributesOperator
 from airflow_provider_attentive.operators.segments import AttentiveSegmentsOperator
 from airflow_provider_attentive.triggers.bulk_job import AttentiveBulkJobTrigger
 from tests.helpers.emulator import release_and_finish, v2_client
@@ -210,6 +211,17 @@ def test_emit_asset_names_the_segment_and_its_event_carries_the_counts(
     assert extra["bulk_jobs_completed"] == 1 and extra["awaiting_results"] == 0
     assert "errors" not in extra and {k: summary[k] for k in extra} == extra
     assert list(events) == [asset]
+
+
+def test_emit_asset_with_a_templated_name_fails_when_the_dag_is_parsed(warehouse: Warehouse) -> None:
+    # The outlet is declared at parse time: a rendered name would send the run's event to another asset.
+    with pytest.raises(ValueError, match="give a literal segment_external_id"):
+        segment_sync(emit_asset=True, segment_external_id="vip_{{ ds_nodash }}")
+    with pytest.raises(ValueError, match="give a literal sync_id"):
+        AttentiveAttributesOperator(
+            task_id="t", sql="SELECT 1", sql_conn_id="warehouse", primary_key="id", sync_id="{{ ds }}", emit_asset=True
+        )
+    assert segment_sync(segment_external_id="vip_{{ ds_nodash }}").outlets == []  # without an asset it is fine
 
 
 def test_openlineage_destination_is_the_segment(warehouse: Warehouse) -> None:
