@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -326,13 +325,6 @@ class StateStore:
                     yield StateRow(*row)
         finally:
             _close(cur)
-
-    def identities(self, sync_id: str, keys: Sequence[str]) -> dict[str, dict[str, str]]:
-        out: dict[str, dict[str, str]] = {}
-        for key, row in self.lookup(sync_id, keys).items():
-            if row.identity:
-                out[key] = json.loads(row.identity)
-        return out
 
     # --- writes ----------------------------------------------------------------------------------------
 
