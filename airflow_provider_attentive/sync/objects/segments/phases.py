@@ -94,26 +94,43 @@ class SegmentPhases:
                 run.log.warning("a live run would stop here: %s", exc)
         if not leaving and not self.retiring:
             return
-        staying = self._staying_identifiers(set(leaving))
+        staying = self._staying_identifiers(set(leaving), self._named(leaving, self.retiring))
         run.dispatch(EndpointName.SEGMENT_MEMBERS_REMOVE, self._removals(leaving, self.retiring, staying))
 
     # ------------------------------------------------------------------------------------ removals ----
 
-    def _staying_identifiers(self, leaving: set[str]) -> set[str]:
-        """The identifiers of everyone this sync keeps in the segment (or may have added), leavers excepted."""
+    def _named(self, leaving: list[str], retiring: list[str]) -> set[str]:
+        """Every identifier the removals could name: the leavers' current and former ones, the retirees' former."""
         run = self.run
         values: set[str] = set()
         if not run.state_ready:
             return values
+        for keys, former_only in ((leaving, False), (retiring, True)):
+            for start in range(0, len(keys), 10_000):
+                for st in run.state.lookup(run.options.sync_id, keys[start : start + 10_000]).values():
+                    identity = _identity(st)
+                    if identity is None:
+                        continue
+                    for ids in retired(identity) if former_only else [current(identity), *retired(identity)]:
+                        values |= id_values(ids)
+        return values
+
+    def _staying_identifiers(self, leaving: set[str], named: set[str]) -> set[str]:
+        """Of ``named``, the identifiers someone this sync keeps in the segment (or may have added) holds.
+
+        One pass over the sync's state; only identifiers a removal could name are kept, so a mirror of millions
+        holds a set the size of its removals, not of its audience.
+        """
+        run = self.run
+        values: set[str] = set()
+        if not run.state_ready or not named:
+            return values
         for row in run.state.iter_rows(run.options.sync_id):
             if row.pk in leaving or not row.identity or not _staying(row):
                 continue
-            try:
-                identity = json.loads(row.identity)
-            except ValueError:
-                continue
-            if isinstance(identity, dict):
-                values |= id_values(current(identity))
+            identity = _identity(row)
+            if identity is not None:
+                values |= id_values(current(identity)) & named
         return values
 
     def _removals(self, leaving: list[str], retiring: list[str], staying: set[str]) -> Iterator[Batch]:
@@ -138,11 +155,8 @@ class SegmentPhases:
 
     def _removal(self, key: str, op: str, st: StateRow, staying: set[str], settled: list[RowOutcome]) -> Planned | None:
         run = self.run
-        try:
-            identity: Any = json.loads(st.identity or "")
-        except ValueError:
-            identity = None
-        if st.status not in KNOWN_STATUSES or not valid_identity(identity):
+        identity = _identity(st)
+        if st.status not in KNOWN_STATUSES or identity is None:
             # Removing on a guess cannot be checked afterwards: hold, and say where to look.
             run.summary.held_unknown_state += 1
             run.summary.error(
@@ -181,3 +195,12 @@ class SegmentPhases:
         body = self.obj.body(op, prepared)
         run.sample(body, key, op)
         return Planned(key, op, attempt_hash, prepared, body)
+
+
+def _identity(row: StateRow) -> dict[str, Any] | None:
+    """A state row's identity, or None when it is missing or not one this version writes."""
+    try:
+        identity: Any = json.loads(row.identity or "")
+    except ValueError:
+        return None
+    return identity if valid_identity(identity) else None
