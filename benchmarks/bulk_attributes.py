@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_attentive.client import ENDPOINTS, AttentiveTransport, EndpointName, TransportConfig
-from airflow_provider_attentive.sync.bulk import BulkAttributesDelivery
 from airflow_provider_attentive.sync.engine import SyncEngine, SyncOptions
 from airflow_provider_attentive.sync.objects import AttributesType
+from airflow_provider_attentive.sync.objects.attributes import BulkAttributesDelivery
 from airflow_provider_attentive.sync.source import SqlSource
 from airflow_provider_attentive.sync.state import StateStore
 from benchmarks.unchanged_rerun import SQL, build, seed_state

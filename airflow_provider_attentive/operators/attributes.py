@@ -9,9 +9,9 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_provider_attentive.assets import destination_name
 from airflow_provider_attentive.client import AttentiveTransport, EndpointName
 from airflow_provider_attentive.operators.base import AttentiveSyncOperator
-from airflow_provider_attentive.sync.bulk import BulkAttributesDelivery, BulkMode
 from airflow_provider_attentive.sync.delivery import Delivery
 from airflow_provider_attentive.sync.objects import AttributesType, ObjectType
+from airflow_provider_attentive.sync.objects.attributes import BulkAttributesDelivery, BulkMode
 
 
 class AttentiveAttributesOperator(AttentiveSyncOperator):

@@ -2,8 +2,9 @@
 
 :class:`BulkJobDelivery` is the :class:`~airflow_provider_attentive.sync.delivery.Delivery` every bulk-job
 endpoint shares (submit, record, wait, reconcile); a subclass says how rows become one request and how a results
-line names its row. :class:`BulkAttributesDelivery` is the one for custom attributes (below), and
-``sync.objects.segments.SegmentMembersDelivery`` the one for segment members. For attributes:
+line names its row. ``BulkAttributesDelivery`` is the one for custom attributes, and
+``sync.objects.segments.SegmentMembersDelivery`` the one for segment members. For attributes
+(``sync.objects.attributes.BulkAttributesDelivery``):
 
 * ``deliver`` groups each batch of planned rows into one ``POST /v2/bulk/user/attributes`` (many in flight,
   within the ``bulk`` rate limit). A 202 records the job against its rows (``submitted``) before anything
@@ -29,35 +30,21 @@ import itertools
 import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Literal
+from typing import Any
 
 from airflow_provider_attentive.client import EndpointName, Request, RequestOutcome, Result
 from airflow_provider_attentive.client.jobs import JobStatus
 from airflow_provider_attentive.client.results import ResultsDownloadError, download_results
-from airflow_provider_attentive.sync.delivery import BaseDelivery, PerRowDelivery, Sender
+from airflow_provider_attentive.sync.delivery import BaseDelivery, Sender
 from airflow_provider_attentive.sync.job_store import JobRecord, JobStore
 from airflow_provider_attentive.sync.object_type import Planned, Prepared, Run
 from airflow_provider_attentive.sync.state import StateRow
 
-__all__ = ["RESULTS_RETENTION_S", "BulkAttributesDelivery", "BulkJobDelivery", "BulkMode", "identity_key", "v2_user"]
+__all__ = ["RESULTS_RETENTION_S", "BulkJobDelivery", "combined", "identity_key", "job_result", "read_line"]
 
-BulkMode = bool | Literal["auto"]
 RESULTS_RETENTION_S = 14 * 24 * 3600  # Attentive keeps a job's results file for two weeks
 _MAX_JOB_ID = 100
 IdentityKey = tuple[str, str, str]
-
-
-def v2_user(body: dict[str, Any]) -> dict[str, Any]:
-    """A v1 attributes body (``{"properties", "user"}``) as a v2 bulk user: identifiers and custom attributes.
-
-    Never a ``subscriptions`` field: an attributes sync must not opt anyone in.
-    """
-    user = body.get("user") or {}
-    identifiers: dict[str, Any] = {k: user[k] for k in ("phone", "email") if user.get(k)}
-    client_user_id = (user.get("externalIdentifiers") or {}).get("clientUserId")
-    if client_user_id:
-        identifiers["clientUserId"] = client_user_id
-    return {"identifiers": identifiers, "attributes": {"custom": dict(body.get("properties") or {})}}
 
 
 def identity_key(identifiers: Any) -> IdentityKey | None:
@@ -221,7 +208,7 @@ class BulkJobDelivery(BaseDelivery):
         job_id = body.get("batchJobId") or body.get("bulkJobId")
         if not isinstance(job_id, str) or not job_id.strip() or len(job_id) > _MAX_JOB_ID:
             # Accepted, but with nothing to follow the job by: never counted as done; resent next run.
-            failed = _result(result.key, RequestOutcome.FAILED, result.status, "bulk job accepted without a job id")
+            failed = job_result(result.key, RequestOutcome.FAILED, result.status, "bulk job accepted without a job id")
             yield from ((item, failed) for item in items)
             return
         rows = [(item.key, json.dumps(self.stored_identity(item), sort_keys=True)) for item in items]
@@ -309,7 +296,7 @@ class BulkJobDelivery(BaseDelivery):
     def _fail_rows(self, record: JobRecord, closed: str, message: str) -> Iterator[tuple[Planned, Result]]:
         sync_id = self.run.options.sync_id
         for row in self.jobs.rows(sync_id, record.job_id):
-            yield _planned(row), _result(row.pk, RequestOutcome.FAILED, None, message)
+            yield _planned(row), job_result(row.pk, RequestOutcome.FAILED, None, message)
         self._close(record.job_id, closed, message)
 
     def _close(self, job_id: str, closed: str, message: str | None) -> None:
@@ -368,7 +355,10 @@ class BulkJobDelivery(BaseDelivery):
             answers = lines.get(row.pk, [])
             if row.pk not in expected or len(answers) < expected[row.pk]:
                 missing += 1
-                yield _planned(row), _result(row.pk, RequestOutcome.FAILED, None, "no line in the bulk job's results")
+                yield (
+                    _planned(row),
+                    job_result(row.pk, RequestOutcome.FAILED, None, "no line in the bulk job's results"),
+                )
             else:
                 yield _planned(row), combined(row.pk, answers)
         if unreadable or missing:
@@ -394,130 +384,6 @@ def combined(key: str, answers: Sequence[Result]) -> Result:
     return answers[0]
 
 
-class BulkAttributesDelivery(BulkJobDelivery):
-    """Rows as v2 bulk jobs (``mode=True``), as v1 requests (``False``), or bulk from ``threshold`` rows up.
-
-    Whatever the mode, open jobs of earlier runs are reconciled, so switching bulk off never strands rows.
-
-    :param sender: the transport.
-    :param mode: ``True``, ``False`` or ``"auto"``.
-    :param threshold: in ``"auto"``, the rows to send that make a run go through bulk jobs.
-    :param batch_size: users per bulk request (1-256).
-    :param wait_s: how long :meth:`wait` polls this run's jobs (0: leave them to the next run).
-    :param poll_interval_s: the first pause between polls; it doubles up to 30 s.
-    :param allow_insecure_http: let the results link be plain http to a non-loopback host (never for real).
-    :param proxy: the connection's own proxy for the results download (the environment's is never used).
-    """
-
-    def __init__(
-        self,
-        sender: Sender,
-        *,
-        mode: BulkMode = "auto",
-        threshold: int = 100_000,
-        batch_size: int = 256,
-        wait_s: float = 600.0,
-        poll_interval_s: float = 1.0,
-        allow_insecure_http: bool = False,
-        proxy: str | None = None,
-    ) -> None:
-        if mode not in (True, False, "auto"):
-            raise ValueError(f"bulk must be True, False or 'auto', got {mode!r}")
-        if not 1 <= batch_size <= 256:
-            raise ValueError(f"bulk_batch_size must be between 1 and 256, got {batch_size!r}")
-        super().__init__(
-            sender,
-            batch_size=batch_size,
-            wait_s=wait_s,
-            poll_interval_s=poll_interval_s,
-            allow_insecure_http=allow_insecure_http,
-            proxy=proxy,
-        )
-        self.mode = mode
-        self.threshold = max(0, int(threshold))
-        self._bulk_batch_size = batch_size
-        # v1 batches are the run's own size.
-        self.batch_size = batch_size if mode is not False else None
-        self.per_row = PerRowDelivery(sender)
-        self.fallback: str | None = None
-        self._to_v1: list[Sequence[Planned]] = []
-
-    def bind(self, run: Run) -> None:
-        super().bind(run)
-        self.fallback = None
-        self._to_v1 = []
-        self.batch_size = self._bulk_batch_size if self.mode is not False else None
-
-    def summary_counters(self) -> dict[str, Any]:
-        return {**super().summary_counters(), "bulk_fallback": None}
-
-    def bulk_endpoint(self, endpoint: str) -> EndpointName:
-        return EndpointName.BULK
-
-    def request_body(self, endpoint: EndpointName, items: Sequence[Planned]) -> dict[str, Any]:
-        return {"users": [v2_user(item.body) for item in items]}
-
-    def stored_identity(self, item: Planned) -> dict[str, Any]:
-        return dict(v2_user(item.body)["identifiers"])
-
-    def items_of(self, op: str, identity: dict[str, Any]) -> list[dict[str, Any]]:
-        return [identity]
-
-    def line_item(self, request: Any) -> Any:
-        return request.get("identifiers") if isinstance(request, dict) else None
-
-    def line_result(self, key: str, response: dict[str, Any], endpoint: str) -> Result:
-        return _line_result(key, response)
-
-    def deliver(self, endpoint: str, batches: Iterable[Sequence[Planned]]) -> Iterator[tuple[Planned, Result]]:
-        batches = iter(batches)
-        if self.mode is False:
-            yield from self.per_row.deliver(endpoint, batches)
-            return
-        if self.mode == "auto" and self.run.source.count_rows() < self.threshold:
-            # Fewer rows in the whole model than the threshold: v1 it is, in the run's own batches (the stream
-            # reads this before it cuts the first batch, which bounds how much a budget lets through at once).
-            self.batch_size = None
-            yield from self.per_row.deliver(endpoint, batches)
-            return
-        if self.mode == "auto":
-            # The rows to send are known only once classified: up to ``threshold`` of them are held (their
-            # intents written) before the choice. Below it v1 lands sooner: bulk jobs take hours.
-            buffered: list[Sequence[Planned]] = []
-            count = 0
-            for batch in batches:
-                buffered.append(batch)
-                count += len(batch)
-                if count >= self.threshold:
-                    break
-            else:
-                yield from self.per_row.deliver(endpoint, buffered)
-                return
-            batches = itertools.chain(buffered, batches)
-        yield from self._bulk(endpoint, batches)
-
-    def refused(self, result: Result, items: list[Planned]) -> bool:
-        if self.mode != "auto":
-            return False
-        if self.fallback is None:
-            self.fallback = (
-                f"bulk jobs answered HTTP {result.status} ({result.error or 'no message'}): the key lacks "
-                "subscriptions:write or the account has no v2 bulk access; this run goes through v1"
-            )
-            self.run.summary.extra["bulk_fallback"] = self.fallback
-            self.run.log.warning("%s", self.fallback)
-        self.hand_over(items)
-        return True
-
-    def hand_over(self, items: list[Planned]) -> None:
-        self._to_v1.append(items)
-
-    def after_bulk(self, endpoint: str, rest: Iterator[Sequence[Planned]]) -> Iterator[tuple[Planned, Result]]:
-        if self._to_v1:
-            to_v1, self._to_v1 = self._to_v1, []
-            yield from self.per_row.deliver(endpoint, itertools.chain(to_v1, rest))
-
-
 def _json(text: str | None) -> Any:
     try:
         return json.loads(text or "")
@@ -532,21 +398,25 @@ def _planned(row: StateRow) -> Planned:
     return Planned(row.pk, row.op or "added", row.attempt_hash or "", prepared, {})
 
 
-def _line_result(key: str, response: dict[str, Any]) -> Result:
+def read_line(key: str, response: dict[str, Any]) -> Result:
+    """One results line's answer: 2xx ok; any other 4xx but 401/403/408/429 rejected with its message; else failed."""
     status = response.get("status")
     message = response.get("message")
     text = str(message)[:500] if message is not None else None
     if isinstance(status, int) and not isinstance(status, bool) and 200 <= status < 300:
-        return _result(key, RequestOutcome.OK, status, None)
+        return job_result(key, RequestOutcome.OK, status, None)
     if status in (401, 403):
         # About the job's item, not this run's key (which just read the job): the row is resent, the run goes on.
-        return _result(key, RequestOutcome.FAILED, None, f"the results say HTTP {status}: {text or 'no message'}")
+        return job_result(key, RequestOutcome.FAILED, None, f"the results say HTTP {status}: {text or 'no message'}")
     if isinstance(status, int) and not isinstance(status, bool) and 400 <= status < 500 and status not in (408, 429):
-        return _result(key, RequestOutcome.REJECTED, status, text or f"HTTP {status}")
-    return _result(key, RequestOutcome.FAILED, status if isinstance(status, int) else None, text or "no usable status")
+        return job_result(key, RequestOutcome.REJECTED, status, text or f"HTTP {status}")
+    return job_result(
+        key, RequestOutcome.FAILED, status if isinstance(status, int) else None, text or "no usable status"
+    )
 
 
-def _result(key: Any, outcome: RequestOutcome, status: int | None, error: str | None) -> Result:
+def job_result(key: Any, outcome: RequestOutcome, status: int | None, error: str | None) -> Result:
+    """An answer read from a job (its results, or its status), not from a request of its own."""
     return Result(
         key=key,
         endpoint=EndpointName.BULK,

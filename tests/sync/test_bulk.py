@@ -12,10 +12,11 @@ import pytest
 
 from airflow_provider_attentive.client import AttentiveTransport
 from airflow_provider_attentive.emulator import Emulator
-from airflow_provider_attentive.sync.bulk import BulkAttributesDelivery, BulkMode, _line_result
+from airflow_provider_attentive.sync.bulk import read_line
 from airflow_provider_attentive.sync.engine import SyncEngine, SyncOptions
 from airflow_provider_attentive.sync.object_type import Invalid, Prepared
 from airflow_provider_attentive.sync.objects import AttributesType
+from airflow_provider_attentive.sync.objects.attributes import BulkAttributesDelivery, BulkMode
 from airflow_provider_attentive.sync.source import SqlSource
 from airflow_provider_attentive.sync.state import StateStore
 from tests.helpers.crash import assert_accounted
@@ -198,7 +199,7 @@ def test_auto_below_the_threshold_goes_through_v1(
     ],
 )
 def test_a_results_line_is_read_defensively(response: dict[str, Any], outcome: str) -> None:
-    result = _line_result("k", response)
+    result = read_line("k", response)
     assert result.outcome.value == outcome
     assert result.status not in (401, 403)  # a line never stops the run as if this run's key were refused
 

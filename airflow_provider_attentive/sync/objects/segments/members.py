@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from airflow_provider_attentive.client import EndpointName, RequestOutcome, Result
-from airflow_provider_attentive.sync.bulk import BulkJobDelivery, _line_result, _result
+from airflow_provider_attentive.sync.bulk import BulkJobDelivery, job_result, read_line
 from airflow_provider_attentive.sync.delivery import Sender
 from airflow_provider_attentive.sync.errors import SyncConfigStop
 from airflow_provider_attentive.sync.object_type import Planned
@@ -138,8 +138,8 @@ class SegmentMembersDelivery(BulkJobDelivery):
             message = str(response.get("message") or "")
             if "not a member" in message.lower():
                 # Asked to leave a segment they are not in: the segment is as this sync wants it.
-                return _result(key, RequestOutcome.OK, 200, None)
-        return _line_result(key, response)
+                return job_result(key, RequestOutcome.OK, 200, None)
+        return read_line(key, response)
 
     def refused(self, result: Result, items: list[Planned]) -> bool:
         if result.status == 403:
@@ -157,13 +157,13 @@ class SegmentMembersDelivery(BulkJobDelivery):
         return True
 
     def hand_over(self, items: list[Planned]) -> None:
-        self._refused.append((items, _result(None, RequestOutcome.FAILED, None, "not sent: the run stopped")))
+        self._refused.append((items, job_result(None, RequestOutcome.FAILED, None, "not sent: the run stopped")))
 
     def after_bulk(self, endpoint: str, rest: Iterator[Sequence[Planned]]) -> Iterator[tuple[Planned, Result]]:
         refused, self._refused = self._refused, []
         for items, result in refused:
             # Failed, not rejected: the rows are fine, the segment is not; a later run sends them.
-            failed = _result(None, RequestOutcome.FAILED, result.status, result.error or "segment not found")
+            failed = job_result(None, RequestOutcome.FAILED, result.status, result.error or "segment not found")
             yield from ((item, failed) for item in items)
         yield from _unsent(rest)
 
@@ -171,4 +171,4 @@ class SegmentMembersDelivery(BulkJobDelivery):
 def _unsent(rest: Iterable[Sequence[Planned]]) -> Iterator[tuple[Planned, Result]]:
     for batch in rest:
         for item in batch:
-            yield item, _result(item.key, RequestOutcome.FAILED, None, "not sent: the run stopped")
+            yield item, job_result(item.key, RequestOutcome.FAILED, None, "not sent: the run stopped")
