@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.unchanged_rerun --rows 200000 --changed 0.5
 	$(BIN)/python -m benchmarks.parallel_syncs
 	$(BIN)/python -m benchmarks.bulk_attributes --rows 1000000
+	$(BIN)/python -m benchmarks.segments_mirror --members 1000000
 
 clean:
 	rm -rf $(VENV) .demo test-artifacts
