@@ -7,6 +7,16 @@ here and is re-exported below; nothing in the engine changes (see ``docs/archite
 from airflow_provider_attentive.sync.object_type import Invalid, ObjectType, Prepared, key_text
 from airflow_provider_attentive.sync.objects.attributes import AttributesType
 from airflow_provider_attentive.sync.objects.events import EventsType
+from airflow_provider_attentive.sync.objects.segments import SegmentsType
 from airflow_provider_attentive.sync.objects.subscriptions import SubscriptionsType
 
-__all__ = ["AttributesType", "EventsType", "Invalid", "ObjectType", "Prepared", "SubscriptionsType", "key_text"]
+__all__ = [
+    "AttributesType",
+    "EventsType",
+    "Invalid",
+    "ObjectType",
+    "Prepared",
+    "SegmentsType",
+    "SubscriptionsType",
+    "key_text",
+]
