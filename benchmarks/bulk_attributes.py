@@ -29,7 +29,6 @@ import math
 import os
 import resource
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ from airflow_provider_attentive.sync.objects import AttributesType
 from airflow_provider_attentive.sync.objects.attributes import BulkAttributesDelivery
 from airflow_provider_attentive.sync.source import SqlSource
 from airflow_provider_attentive.sync.state import StateStore
+from benchmarks.child import run_child
 from benchmarks.unchanged_rerun import SQL, build, seed_state
 
 KEY = "bench-key"
@@ -104,17 +104,8 @@ def child(db: str, url: str, chunk_size: str, profile: str) -> None:
     print(json.dumps({"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak_mb, **out}))
 
 
-def run_child(db: Path, url: str, chunk_size: int, profile: str | None) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bulk_attributes", "--child", str(db), url, str(chunk_size), profile or "-"],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-    )
-    if out.returncode:
-        sys.stderr.write(out.stderr)
-        raise SystemExit(f"the sync exited with {out.returncode}")
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+def sync_child(db: Path, url: str, chunk_size: int, profile: str | None) -> dict[str, Any]:
+    return run_child("benchmarks.bulk_attributes", str(db), url, str(chunk_size), profile or "-")
 
 
 def change_every_row(db: Path) -> None:
@@ -173,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"emulator latency {args.latency_ms:g} ms (+-10 ms); bulk='auto', bulk_batch_size={BATCH}, bulk_wait=0"
             )
-            first = run_child(db, emu.url, args.chunk_size, args.profile and f"{args.profile}/submit.prof")
+            first = sync_child(db, emu.url, args.chunk_size, args.profile and f"{args.profile}/submit.prof")
             bulk = emu.client.stats()["endpoints"][EndpointName.BULK.value]
             print(
                 f"run 1 (submit): {first['bulk_jobs_submitted']:,} jobs submitted with {bulk['requests']:,} bulk "
@@ -191,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                 if time.monotonic() > deadline:
                     raise SystemExit("the emulator's jobs did not finish within 120 s")
                 time.sleep(0.5)
-            second = run_child(db, emu.url, args.chunk_size, args.profile and f"{args.profile}/reconcile.prof")
+            second = sync_child(db, emu.url, args.chunk_size, args.profile and f"{args.profile}/reconcile.prof")
             job_reads = emu.client.stats()["endpoints"][EndpointName.BULK_JOB.value]
             downloads = len(emu.client.results_downloads())
             stored = len(emu.client.attributes())

@@ -32,7 +32,6 @@ import math
 import os
 import resource
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +45,7 @@ from airflow_provider_attentive.sync.objects.segments.members import MAX_MEMBERS
 from airflow_provider_attentive.sync.source import SqlSource
 from airflow_provider_attentive.sync.state import StateStore
 from benchmarks.bulk_attributes import hms
+from benchmarks.child import run_child
 from benchmarks.unchanged_rerun import build
 
 __all__ = ["main"]
@@ -129,17 +129,8 @@ def child(db: str, url: str, wait_s: str, profile: str) -> None:
     print(json.dumps({**cost, **{k: summary.get(k) for k in KEEP}}, default=str))
 
 
-def run_child(db: Path, url: str, wait_s: float, profile: str | None) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.segments_mirror", "--child", str(db), url, str(wait_s), profile or "-"],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-    )
-    if out.returncode:
-        sys.stderr.write(out.stderr)
-        raise SystemExit(f"the sync exited with {out.returncode}")
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+def sync_child(db: Path, url: str, wait_s: float, profile: str | None) -> dict[str, Any]:
+    return run_child("benchmarks.segments_mirror", str(db), url, str(wait_s), profile or "-")
 
 
 def set_aside_newcomers(db: Path, members: int) -> None:
@@ -271,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             counters = Counters(client)
 
             def step(name: str, wait_s: float) -> dict[str, Any]:
-                summary = run_child(db, emu.url, wait_s, profile(name))
+                summary = sync_child(db, emu.url, wait_s, profile(name))
                 seen = counters.step()
                 result = {**summary, **seen, "load_average": os.getloadavg()[0]}
                 results[name] = result
