@@ -136,6 +136,11 @@ def test_scheduler_defers_the_task_and_the_triggerer_resumes_it(
         wait_for(deferred, 120, "the task to defer")
         assert sorted(job["records"] for job in emu.client.jobs()) == [BATCH - 8, BATCH, BATCH]
         wait_for(lambda: job_polls(emu) >= 3, 60, "the triggerer to poll the held jobs")
+        # Released before the deferring worker process has exited, the resumed try can start while the executor
+        # still holds the first one's exit, which it then reports as the resumed try's end (Airflow marks the
+        # task failed). A job that takes Attentive hours never races so; the test waits for that exit instead.
+        scheduler_log = logs / "scheduler.log"
+        wait_for(lambda: "final_state=deferred" in scheduler_log.read_text(), 60, "the deferring worker to exit")
         assert dict(warehouse.statuses(SYNC_ID)) == {"submitted": ROWS}, "rows were counted before their jobs ended"
 
         emu.client.release_jobs()
